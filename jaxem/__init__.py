@@ -1,0 +1,37 @@
+"""jaxem: expectation–maximization for JAX.
+
+Write the complete-data log-likelihood of a latent-variable model as a pure
+function; jaxem derives the E-step, the Q-function and the observed
+log-likelihood, runs a closed-form or gradient (optax) M-step, and fits many
+restarts at once with `jax.vmap`.
+
+Public names:
+  Mixture                      a mixture from `log_joint(params, x, z)`
+  ClosedForm, Gradient         M-step strategies
+  fit, FitResult               the EM loop
+  fit_restarts, RestartsResult vmapped restarts (emEM or exhaustive)
+  models, distributions, datasets, init
+"""
+
+from jaxem import datasets, distributions, init, models
+from jaxem.fit import FitResult, fit
+from jaxem.mstep import ClosedForm, Gradient
+from jaxem.restarts import RestartsResult, fit_restarts
+from jaxem.structures import Mixture, MixturePosterior
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClosedForm",
+    "FitResult",
+    "Gradient",
+    "Mixture",
+    "MixturePosterior",
+    "RestartsResult",
+    "datasets",
+    "distributions",
+    "fit",
+    "fit_restarts",
+    "init",
+    "models",
+]

@@ -1,0 +1,156 @@
+"""M-step strategies: how θ_{n+1} is chosen from the posterior at θ_n.
+
+Every strategy is a hashable object with one method
+
+    update(model, params, posterior, data, log_prior) -> new params
+
+that is pure and traceable, so `jaxem.fit` can call it inside `lax.while_loop`.
+
+- `ClosedForm(fn)`: θ_{n+1} = fn(posterior, data, θ_n), the exact maximiser of Q
+  (or Q + log-prior) that the user or a ready model derived by hand.
+- `Gradient(optimizer, num_steps)`: generalized EM. Climbs
+  Q(θ) + log_prior(θ) with an optax optimizer from θ_n and returns the best
+  iterate seen, so Q never decreases (the GEM condition that keeps the
+  observed log-likelihood monotone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxem.tree import all_finite, select
+
+__all__ = ["ClosedForm", "Gradient", "default_optimizer", "resolve_m_step"]
+
+_DEFAULT_OPTIMIZER = optax.lbfgs()
+
+
+def default_optimizer() -> optax.GradientTransformationExtraArgs:
+    """The optimizer `Gradient()` uses when none is given: L-BFGS with a zoom
+    line search (scale-free, so no learning rate has to be tuned per model).
+    One shared instance, so models using it share compiled code."""
+    return _DEFAULT_OPTIMIZER
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedForm:
+    """A closed-form M-step `fn(posterior, data, params) -> new params`.
+
+    `fn` must return a pytree with the same structure, shapes and dtypes as
+    `params`. With a `log_prior`, `fn` is responsible for returning the MAP
+    update; `fit` only adds the prior to the reported objective.
+    """
+
+    fn: Callable[[Any, Any, Any], Any]
+
+    def __post_init__(self):
+        from jaxem.validation import check_callable
+
+        check_callable(self.fn, "ClosedForm(fn)")
+
+    def update(self, model, params, posterior, data, log_prior):
+        del model, log_prior
+        return self.fn(posterior, data, params)
+
+
+class _ClimbState(NamedTuple):
+    params: Any
+    value: jax.Array  # negated objective at params
+    grad: Any
+    opt_state: Any
+    step_scale: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Gradient:
+    """Generalized-EM M-step: `num_steps` optax steps on -(Q(θ) + log_prior(θ)).
+
+    Each proposed step θ + s·u (u from the optimizer, s a step scale starting
+    at 1) is accepted only if it does not lower the objective and stays finite;
+    a rejected step halves s and leaves θ and the optimizer state unchanged. So
+    the returned θ has Q + log_prior at least as high as θ_n, and a rejected step
+    is never mistaken for convergence of the outer loop (which looks at the
+    observed log-likelihood, not at this step).
+
+    Args:
+      optimizer: an optax `GradientTransformation`; default `default_optimizer()`
+        (L-BFGS with line search). Parameters are updated in whatever
+        coordinates the model uses, so constrained parameters should be
+        stored unconstrained (logits, log-scales, Cholesky factors).
+      num_steps: optimizer steps per EM iteration (>= 1).
+    """
+
+    optimizer: optax.GradientTransformation | None = None
+    num_steps: int = 10
+
+    def __post_init__(self):
+        opt = self.optimizer
+        if opt is not None and not (
+            hasattr(opt, "init") and hasattr(opt, "update") and callable(opt.update)
+        ):
+            raise TypeError(
+                "Gradient(optimizer): expected an optax GradientTransformation such as "
+                f"optax.adam(1e-2), got {type(opt).__name__}."
+            )
+        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int):
+            raise TypeError(f"Gradient(num_steps): expected an int >= 1, got {self.num_steps!r}.")
+        if self.num_steps < 1:
+            raise ValueError(f"Gradient(num_steps): must be >= 1, got {self.num_steps}.")
+
+    def update(self, model, params, posterior, data, log_prior):
+        def negative_objective(p):
+            value = model.q(p, posterior, data)
+            if log_prior is not None:
+                value = value + log_prior(p)
+            return -value
+
+        return self.climb(negative_objective, params)
+
+    def climb(self, negative_objective: Callable[[Any], jax.Array], params: Any) -> Any:
+        """Minimise `negative_objective` from `params`, never returning a worse point."""
+        tx = optax.with_extra_args_support(self.optimizer or default_optimizer())
+        value_and_grad = jax.value_and_grad(negative_objective)
+        value, grad = value_and_grad(params)
+        dtype = jnp.result_type(value)
+        state = _ClimbState(params, value, grad, tx.init(params), jnp.ones((), dtype))
+
+        def step(_, s: _ClimbState) -> _ClimbState:
+            updates, opt_state = tx.update(
+                s.grad, s.opt_state, s.params,
+                value=s.value, grad=s.grad, value_fn=negative_objective,
+            )
+            updates = jax.tree_util.tree_map(lambda u: s.step_scale.astype(u.dtype) * u, updates)
+            candidate = optax.apply_updates(s.params, updates)
+            cand_value, cand_grad = value_and_grad(candidate)
+            finite = jnp.isfinite(cand_value) & all_finite(candidate) & all_finite(cand_grad)
+            accept = finite & (cand_value <= s.value)
+            return _ClimbState(
+                params=select(accept, candidate, s.params),
+                value=jnp.where(accept, cand_value, s.value),
+                grad=select(accept, cand_grad, s.grad),
+                opt_state=select(accept, opt_state, s.opt_state),
+                step_scale=jnp.where(accept, s.step_scale, 0.5 * s.step_scale),
+            )
+
+        return jax.lax.fori_loop(0, self.num_steps, step, state).params
+
+
+def resolve_m_step(model: Any, m_step: Any):
+    """The M-step `fit` uses: the given one, else the model's default, else `Gradient()`."""
+    if m_step is None:
+        m_step = getattr(model, "default_m_step", None)
+    if m_step is None:
+        return Gradient()
+    if not hasattr(m_step, "update"):
+        raise TypeError(
+            "m_step: expected jaxem.ClosedForm(fn) or jaxem.Gradient(optimizer, num_steps), "
+            f"got {type(m_step).__name__}. Wrap a function fn(posterior, data, params) "
+            "in jaxem.ClosedForm(fn)."
+        )
+    return m_step

@@ -1,0 +1,155 @@
+"""Many starting points in one vmapped program: `fit_restarts`.
+
+A vmapped `while_loop` runs until its slowest member stops, so fitting R
+restarts to convergence at once costs R × (iterations of the slowest restart).
+The default strategy, "emEM" (Biernacki, Celeux & Govaert 2003), spends
+iterations where they matter:
+
+1. explore: every restart runs at most `explore_iters` EM iterations;
+2. refine: the `num_refine` restarts with the highest objective after step 1
+   continue to convergence (or `max_iter` in all).
+
+Restarts not refined keep their short-run results (their `converged` says
+whether they finished). `strategy="exhaustive"` runs every restart to
+convergence and equals a Python loop of `jaxem.fit` over the starting points.
+A restart whose objective is not finite is never chosen as best.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxem.fit import DEFAULT_TOL, FitResult, run_em
+from jaxem.mstep import resolve_m_step
+from jaxem.validation import check_fit_settings, check_model_data
+
+__all__ = ["RestartsResult", "fit_restarts", "best_index"]
+
+
+class RestartsResult(NamedTuple):
+    """Every restart's fit and the best one.
+
+    Attributes:
+      best: the `FitResult` with the highest finite objective.
+      best_index: its index among the restarts (int32).
+      restarts: a `FitResult` whose leaves have a leading axis R, one per restart.
+    """
+
+    best: FitResult
+    best_index: jax.Array
+    restarts: FitResult
+
+
+def best_index(results: FitResult) -> jax.Array:
+    """Index of the restart with the highest finite objective (NaN/inf never win)."""
+    score = jnp.where(results.finite & jnp.isfinite(results.log_likelihood),
+                      results.log_likelihood, -jnp.inf)
+    return jnp.argmax(score).astype(jnp.int32)
+
+
+def fit_restarts(
+    model: Any,
+    data: Any,
+    params0: Any,
+    *,
+    m_step: Any = None,
+    log_prior: Callable[[Any], jax.Array] | None = None,
+    max_iter: int = 100,
+    tol: float = DEFAULT_TOL,
+    strategy: str = "emem",
+    explore_iters: int = 10,
+    num_refine: int | None = None,
+) -> RestartsResult:
+    """Fit a batch of starting points in one vmapped program.
+
+    Args:
+      model, data, m_step, log_prior, max_iter, tol: as for `jaxem.fit`.
+      params0: starting parameters with a leading restart axis R on every leaf
+        (e.g. `jax.vmap(lambda k: model.init(k, x))(jax.random.split(key, R))`).
+      strategy: "emem" (explore all briefly, refine the best; default) or
+        "exhaustive" (every restart to convergence).
+      explore_iters: with "emem", the iterations every restart gets first.
+      num_refine: with "emem", how many restarts are refined to convergence;
+        default max(1, R // 8).
+
+    Returns:
+      A `RestartsResult`; `restarts.history` has shape (R, max_iter) and each
+      row is that restart's whole trajectory across both phases.
+    """
+    check_fit_settings(max_iter, tol)
+    check_model_data(model, data)
+    if strategy not in ("emem", "exhaustive"):
+        raise ValueError(f"strategy: expected 'emem' or 'exhaustive', got {strategy!r}.")
+    leaves = jax.tree_util.tree_leaves(params0)
+    if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
+        raise ValueError(
+            "params0: expected a leading restart axis R on every leaf; build a batch with "
+            "jax.vmap(init)(keys) or jax.tree_util.tree_map(jnp.stack, ...)."
+        )
+    num_restarts = jnp.shape(leaves[0])[0]
+    if strategy == "emem":
+        if num_refine is None:
+            num_refine = max(1, num_restarts // 8)
+        if not 1 <= num_refine <= num_restarts:
+            raise ValueError(f"num_refine: must be in [1, {num_restarts}], got {num_refine}.")
+        if explore_iters < 0:
+            raise ValueError(f"explore_iters: must be >= 0, got {explore_iters}.")
+        explore_iters = min(explore_iters, max_iter)
+    else:
+        num_refine, explore_iters = num_restarts, max_iter
+    m_step = resolve_m_step(model, m_step)
+    return _restarts_compiled(model, data, params0, m_step, log_prior, max_iter,
+                              explore_iters, num_refine, tol)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6, 7))
+def _restarts_compiled(model, data, params0, m_step, log_prior, max_iter,
+                       explore_iters, num_refine, tol):
+    def run(params, budget):
+        return run_em(model, data, params, m_step, log_prior, max_iter, budget, tol)
+
+    explored = jax.vmap(run, in_axes=(0, None))(params0, explore_iters)
+    if explore_iters >= max_iter:
+        results = explored
+    else:
+        results = _refine(run, explored, num_refine, max_iter)
+    best = best_index(results)
+    return RestartsResult(
+        best=jax.tree_util.tree_map(lambda x: x[best], results),
+        best_index=best,
+        restarts=results,
+    )
+
+
+def _refine(run, explored: FitResult, num_refine: int, max_iter: int) -> FitResult:
+    """Continue the `num_refine` best explored restarts and splice their results in."""
+    score = jnp.where(explored.finite, explored.log_likelihood, -jnp.inf)
+    _, chosen = jax.lax.top_k(score, num_refine)
+    start = jax.tree_util.tree_map(lambda x: x[chosen], explored)
+    # Finished restarts (converged or non-finite) get no more iterations.
+    budget = jnp.where(start.converged | ~start.finite, 0, max_iter - start.num_iters)
+    more = jax.vmap(run)(start.params, budget)
+    merged = jax.vmap(_concatenate)(start, more)
+    return jax.tree_util.tree_map(lambda all_, sub: all_.at[chosen].set(sub), explored, merged)
+
+
+def _concatenate(first: FitResult, second: FitResult) -> FitResult:
+    """The result of running `first`, then `second` from `first.params`."""
+    n1 = first.num_iters
+    positions = jnp.arange(first.history.shape[0])
+    shifted = second.history[jnp.clip(positions - n1, 0, None)]
+    history = jnp.where(positions < n1, first.history, shifted)
+    ran_more = second.num_iters > 0
+    return FitResult(
+        params=second.params,
+        log_likelihood=second.log_likelihood,
+        history=history,
+        num_iters=n1 + second.num_iters,
+        converged=jnp.where(ran_more, second.converged, first.converged),
+        finite=first.finite & second.finite,
+    )

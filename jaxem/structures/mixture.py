@@ -1,0 +1,119 @@
+"""Mixture structure: N independent discrete latent variables with K states each.
+
+A mixture's complete-data log-likelihood is one log-potential table
+
+    φ[n, k] = log p(x_n, z_n = k | θ)                      shape (N, K)
+
+and everything EM needs is derived from that table:
+
+    log p(x | θ) = A(φ) = Σ_n logsumexp_k φ[n, k]           (log-partition)
+    r[n, k]      = ∂A/∂φ[n, k] = p(z_n = k | x_n, θ)         (E-step = one jax.grad)
+    Q(θ' | θ)    = Σ_{n,k} r[n, k] φ[n, k](θ')               (inner product)
+
+`MixtureStructure` holds that derivation for any way of filling the table;
+`Mixture` fills it from a user's per-observation `log_joint(params, x, z)`.
+Ready models (e.g. the Gaussian mixture) fill it faster, as a matrix product of
+sufficient statistics with natural parameters, and inherit the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxem.structures.tables import inner_product, num_leading
+
+__all__ = ["Mixture", "MixturePosterior", "MixtureStructure"]
+
+
+class MixturePosterior(NamedTuple):
+    """Posterior of a mixture's latent variables.
+
+    Attributes:
+      marginals: (N, K) responsibilities p(z_n = k | x_n, θ); each row sums to 1.
+      log_likelihood: scalar observed-data log-likelihood Σ_n log p(x_n | θ).
+    """
+
+    marginals: jax.Array
+    log_likelihood: jax.Array
+
+
+def log_partition(table: jax.Array) -> jax.Array:
+    """A(φ) = Σ_n logsumexp_k φ[n, k] for a (N, K) table; `-inf` entries are allowed."""
+    return jnp.sum(jax.nn.logsumexp(table, axis=-1))
+
+
+class MixtureStructure:
+    """Derived E-step, Q-function and log-likelihood for any mixture.
+
+    Subclasses supply `num_states` and `log_potentials(params, data) -> (N, K)`;
+    they may set `default_m_step` (used by `jaxem.fit` when no M-step is given).
+    """
+
+    num_states: int
+    default_m_step: Any = None
+
+    def log_potentials(self, params: Any, data: Any) -> jax.Array:
+        """The (N, K) table φ[n, k] = log p(x_n, z_n = k | params)."""
+        raise NotImplementedError
+
+    def log_likelihood(self, params: Any, data: Any) -> jax.Array:
+        """Observed-data log-likelihood Σ_n log Σ_k p(x_n, z_n = k | params) (scalar)."""
+        return log_partition(self.log_potentials(params, data))
+
+    def e_step(self, params: Any, data: Any) -> MixturePosterior:
+        """Responsibilities as the gradient of the log-partition, with the log-likelihood."""
+        table = self.log_potentials(params, data)
+        value, marginals = jax.value_and_grad(log_partition)(table)
+        return MixturePosterior(marginals=marginals, log_likelihood=value)
+
+    def q(self, params: Any, posterior: MixturePosterior, data: Any) -> jax.Array:
+        """Q(params) = Σ_{n,k} r[n, k] φ[n, k](params) for a fixed posterior r."""
+        return inner_product(posterior.marginals, self.log_potentials(params, data))
+
+    def num_observations(self, data: Any) -> int:
+        """N, the leading axis shared by the data's leaves (scales the tolerance)."""
+        return num_leading(data)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixture(MixtureStructure):
+    """A mixture defined by its complete-data log-likelihood of one observation.
+
+    Args:
+      log_joint: `log_joint(params, x, z) -> scalar`, log p(x, z | params) for ONE
+        observation `x` (a slice of the data pytree without its leading axis) and
+        ONE latent value `z` (int32 scalar in [0, num_states)). It may return
+        `-inf` for impossible pairs. It must be pure and jax-traceable.
+      num_states: K, the number of latent states (>= 1).
+      m_step: optional default M-step for this model (e.g. `jaxem.ClosedForm`);
+        without one `jaxem.fit` climbs Q with `jaxem.Gradient()`.
+
+    The data is any pytree whose leaves share a leading axis N; jaxem vmaps
+    `log_joint` over observations and states. Instances are hashable, so a model
+    is a static argument of `jax.jit`: the same model object compiles once.
+    """
+
+    log_joint: Callable[[Any, Any, jax.Array], jax.Array]
+    num_states: int
+    m_step: Any = None
+
+    def __post_init__(self):
+        from jaxem.validation import check_callable, check_num_states
+
+        check_callable(self.log_joint, "log_joint")
+        check_num_states(self.num_states)
+
+    @property
+    def default_m_step(self):
+        return self.m_step
+
+    def log_potentials(self, params: Any, data: Any) -> jax.Array:
+        states = jnp.arange(self.num_states, dtype=jnp.int32)
+        per_state = jax.vmap(self.log_joint, in_axes=(None, None, 0))
+        per_obs = jax.vmap(per_state, in_axes=(None, 0, None))
+        return per_obs(params, data, states)
