@@ -7,6 +7,7 @@ restarts at once with `jax.vmap`.
 
 Public names:
   Mixture                      a mixture from `log_joint(params, x, z)`
+  HMM, Sequences               a hidden Markov model from three functions; padded batches of sequences
   ClosedForm, Gradient         M-step strategies
   fit, FitResult               the EM loop
   fit_restarts, RestartsResult vmapped restarts (emEM or exhaustive)
@@ -17,11 +18,14 @@ from jaxem import datasets, distributions, init, models
 from jaxem.fit import FitResult, fit
 from jaxem.mstep import ClosedForm, Gradient
 from jaxem.restarts import RestartsResult, fit_restarts
-from jaxem.structures import Mixture, MixturePosterior
+from jaxem.structures import HMM, ChainPosterior, Mixture, MixturePosterior, Sequences
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "HMM",
+    "ChainPosterior",
+    "Sequences",
     "ClosedForm",
     "FitResult",
     "Gradient",

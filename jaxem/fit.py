@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from jaxem.mstep import resolve_m_step
 from jaxem.tree import all_finite, select
-from jaxem.validation import check_fit_settings, check_model_data
+from jaxem.validation import check_fit_inputs, check_fit_settings
 
 __all__ = ["FitResult", "fit", "DEFAULT_TOL"]
 
@@ -97,12 +97,22 @@ def fit(
       function is also compiled internally, once per (model, m_step, log_prior,
       max_iter) and input shapes.
 
-    Input checks (shapes, settings, and NaN/inf in `data` when it is concrete)
-    run in Python before tracing; under an outer `jit`, the NaN check is skipped.
+    Raises:
+      TypeError, ValueError: on bad input, before anything is traced, with a
+        message naming the argument (`jaxem.validation.check_fit_inputs`):
+        settings; data (rank, dtype, emptiness, leading axes, and NaN/inf rows);
+        `params0` (structure, shapes, and values: finite, weights on the
+        simplex, covariances positive definite, via `model.check_params`); the
+        optimizer; `log_prior` and the model's log-densities returning scalars;
+        the M-step keeping the parameters' structure and shapes.
+        Under an outer `jit` or `vmap` the structural checks still run; the
+        value checks (NaN in data, simplex, positive definiteness) cannot and
+        are skipped; the loop then still never returns a non-finite iterate
+        and reports one with `finite=False`.
     """
     check_fit_settings(max_iter, tol)
-    check_model_data(model, data)
     m_step = resolve_m_step(model, m_step)
+    check_fit_inputs(model, data, params0, m_step, log_prior)
     return _fit_compiled(model, data, params0, m_step, log_prior, max_iter, tol)
 
 
@@ -140,10 +150,15 @@ def run_em(model, data, params0, m_step, log_prior, history_len, budget, tol) ->
 
     def iteration(s: _LoopState) -> _LoopState:
         params = m_step.update(model, s.params, s.posterior, data, log_prior)
+        # An M-step that promotes dtypes (float32 in, float64 out) keeps the caller's.
+        params = jax.tree_util.tree_map(lambda new, old: jnp.asarray(new, jnp.result_type(old)),
+                                        params, s.params)
         posterior = model.e_step(params, data)
         objective = objective_of(params, posterior)
         finite = jnp.isfinite(objective) & all_finite(params)
-        history = s.history.at[s.num_iters].set(s.objective)
+        # With history_len = 0 the body never runs, but it is still traced, and jax refuses to
+        # index an axis of size 0.
+        history = s.history.at[s.num_iters].set(s.objective) if history_len else s.history
         # A non-finite iterate is never returned: keep the last finite one.
         pick = functools.partial(select, finite)
         change = jnp.abs(objective - s.objective)

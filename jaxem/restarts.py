@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxem.fit import DEFAULT_TOL, FitResult, run_em
 from jaxem.mstep import resolve_m_step
-from jaxem.validation import check_fit_settings, check_model_data
+from jaxem.validation import check_fit_inputs, check_fit_settings, check_int, check_restart_batch
 
 __all__ = ["RestartsResult", "fit_restarts", "best_index"]
 
@@ -80,29 +80,28 @@ def fit_restarts(
     Returns:
       A `RestartsResult`; `restarts.history` has shape (R, max_iter) and each
       row is that restart's whole trajectory across both phases.
+
+    Raises:
+      TypeError, ValueError: as `jaxem.fit`, with every restart's starting
+        parameters checked (the message gives the restart's index), plus the
+        restart settings and a restart axis shared by all leaves of `params0`.
     """
     check_fit_settings(max_iter, tol)
-    check_model_data(model, data)
     if strategy not in ("emem", "exhaustive"):
         raise ValueError(f"strategy: expected 'emem' or 'exhaustive', got {strategy!r}.")
-    leaves = jax.tree_util.tree_leaves(params0)
-    if not leaves or any(jnp.ndim(x) < 1 for x in leaves):
-        raise ValueError(
-            "params0: expected a leading restart axis R on every leaf; build a batch with "
-            "jax.vmap(init)(keys) or jax.tree_util.tree_map(jnp.stack, ...)."
-        )
-    num_restarts = jnp.shape(leaves[0])[0]
+    num_restarts = check_restart_batch(params0)
     if strategy == "emem":
         if num_refine is None:
             num_refine = max(1, num_restarts // 8)
-        if not 1 <= num_refine <= num_restarts:
+        check_int(num_refine, "num_refine", 1)
+        if num_refine > num_restarts:
             raise ValueError(f"num_refine: must be in [1, {num_restarts}], got {num_refine}.")
-        if explore_iters < 0:
-            raise ValueError(f"explore_iters: must be >= 0, got {explore_iters}.")
+        check_int(explore_iters, "explore_iters", 0)
         explore_iters = min(explore_iters, max_iter)
     else:
         num_refine, explore_iters = num_restarts, max_iter
     m_step = resolve_m_step(model, m_step)
+    check_fit_inputs(model, data, params0, m_step, log_prior, batch_ndim=1)
     return _restarts_compiled(model, data, params0, m_step, log_prior, max_iter,
                               explore_iters, num_refine, tol)
 

@@ -103,7 +103,7 @@ class GaussianFamily:
                 precision = jnp.broadcast_to(precision, (m.shape[0], dim, dim))
                 half_logdet = jnp.broadcast_to(half_logdet, (m.shape[0],))
             rows, cols = np.triu_indices(dim)
-            pair_weight = np.where(rows == cols, -0.5, -1.0)
+            pair_weight = jnp.asarray(np.where(rows == cols, -0.5, -1.0), precision.dtype)
             second = precision[:, rows, cols] * pair_weight  # (K, P)
             linear = jnp.einsum("kij,kj->ki", precision, m)  # Λ m
             quad_m = jnp.einsum("ki,ki->k", linear, m)

@@ -11,17 +11,29 @@ parameters follow the same trajectory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxem.distributions.gaussian import GaussianFamily
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.mstep import ClosedForm
 from jaxem.structures.mixture import MixturePosterior, MixtureStructure
-from jaxem.validation import check_data, check_num_states
+from jaxem.validation import (
+    check_array,
+    check_data,
+    check_finite_tree,
+    check_num_states,
+    check_positive,
+    check_positive_definite,
+    check_prng_key,
+    check_simplex,
+    is_concrete,
+)
 
 __all__ = ["GaussianMixtureModel", "GaussianMixtureParams", "gaussian_mixture"]
 
@@ -87,8 +99,60 @@ class GaussianMixtureModel(MixtureStructure):
         features = self.family.features(data)
         stats = self.family.expected_stats(responsibilities, features)
         means, covariances = self.family.maximize(stats, features.shift)
+        covariances = self._positive_definite(covariances, stats)
         counts = stats.counts + 10 * jnp.finfo(stats.counts.dtype).eps
         return GaussianMixtureParams(counts / jnp.sum(counts), means, covariances)
+
+    def _positive_definite(self, covariances: jax.Array, stats) -> jax.Array:
+        """Covariances that are positive definite in their own dtype, whatever the data.
+
+        The M-step forms Σ = E[uuᵀ] - m mᵀ + reg_covar·I from moments about the
+        data mean; the subtraction loses about eps·E[u_i²] in entry i (float32: a
+        component far from the data mean, an outlier), so a near-singular Σ (a
+        constant column, duplicate points, reg_covar = 0) can come out indefinite.
+        Σ is symmetrised ((Σ + Σᵀ)/2; the tied M-step's einsum can be off by an
+        ulp), and where the rounding matters, and only there:
+
+        - a variance at or below its resolution 10·eps·E[u_i²] is raised to it
+          (and never below sqrt(tiny) of the dtype);
+        - full/tied: if the correlation matrix C = S⁻¹ Σ S⁻¹ (S = sqrt diag Σ) has
+          an eigenvalue <= 10·D·eps, its eigenvalues are floored at 20·D·eps and Σ
+          rebuilt as S C S. The test is scale-free, so badly scaled but
+          well-correlated features are never touched.
+
+        So every returned Σ has positive variances and a correlation matrix whose
+        eigenvalues exceed D·eps, which is what `check_params` demands.
+        """
+        dtype = covariances.dtype
+        eps = jnp.finfo(dtype).eps
+        smallest = jnp.sqrt(jnp.finfo(dtype).tiny)
+        counts = stats.counts + 10 * eps
+        dim = stats.first.shape[-1]
+        kind = self.covariance_type
+        if kind in ("diag", "spherical"):
+            moment = stats.second / counts[:, None]
+            if kind == "spherical":
+                moment = moment[:, 0] / dim
+            return jnp.maximum(covariances, jnp.maximum(10 * eps * moment, smallest))
+        rows, cols = np.triu_indices(dim)
+        second_diagonal = stats.second[:, np.flatnonzero(rows == cols)]  # (K, D)
+        if kind == "full":
+            moment = second_diagonal / counts[:, None]
+        else:
+            moment = jnp.sum(second_diagonal, axis=0) / jnp.sum(counts)
+        variances = jnp.maximum(jnp.diagonal(covariances, axis1=-2, axis2=-1),
+                                jnp.maximum(10 * eps * moment, smallest))
+        diagonal = np.eye(dim, dtype=bool)
+        covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
+        covariances = jnp.where(diagonal, variances[..., None, :], covariances)
+        scale = jnp.sqrt(variances)
+        outer_scale = scale[..., :, None] * scale[..., None, :]
+        values, vectors = jnp.linalg.eigh(covariances / outer_scale)
+        singular = values[..., 0] <= 10 * dim * eps
+        values = jnp.maximum(values, 20 * dim * eps)
+        rebuilt = (vectors * values[..., None, :]) @ jnp.swapaxes(vectors, -1, -2)
+        rebuilt = 0.5 * (rebuilt + jnp.swapaxes(rebuilt, -1, -2)) * outer_scale
+        return jnp.where(singular[..., None, None], rebuilt, covariances)
 
     # --- initialisation ---------------------------------------------------------------------
 
@@ -102,25 +166,105 @@ class GaussianMixtureModel(MixtureStructure):
         """
         if method not in INIT_METHODS:
             raise ValueError(f"method: expected one of {INIT_METHODS}, got {method!r}.")
+        check_prng_key(key)
         self.check_data(data)
-        resp = initial_responsibilities(key, data, self.num_components, method)
-        return self.from_responsibilities(resp.astype(jnp.result_type(data)), data)
+        return _init_compiled(self, key, data, method)
 
     # --- checks and criteria ----------------------------------------------------------------
 
     def check_data(self, data) -> None:
-        """Data must be a finite float array of shape (N, D) with N >= num_components."""
+        """Data must be a finite floating-point array of shape (N, D) with N >= num_components
+        whose values do not overflow the dtype when squared and summed (|x| < sqrt(max / 4ND)).
+        Under jit/vmap only the dtype and shape are checked."""
         check_data(data)
         if not hasattr(data, "ndim") or data.ndim != 2:
             raise ValueError(
                 f"data: expected a 2-D array of shape (N, D), got shape {jnp.shape(data)}; "
                 "reshape a 1-D array with x[:, None]."
             )
+        if not jnp.issubdtype(data.dtype, jnp.floating):
+            raise TypeError(
+                f"data: expected a floating-point array, got dtype {data.dtype}; convert with "
+                "jnp.asarray(x, dtype=jnp.float32) (or float64)."
+            )
         if data.shape[0] < self.num_components:
             raise ValueError(
                 f"data: has {data.shape[0]} observations but num_components is "
                 f"{self.num_components}; use fewer components or more data."
             )
+        if is_concrete(data):
+            largest = float(np.max(np.abs(np.asarray(data))))
+            limit = math.sqrt(float(jnp.finfo(data.dtype).max) / (4.0 * data.shape[0] * data.shape[1]))
+            if largest >= limit:
+                raise ValueError(
+                    f"data: values as large as {largest:.3g} overflow {data.dtype} when squared and "
+                    f"summed (limit {limit:.3g}); rescale the data (e.g. divide by its standard "
+                    "deviation) or use float64."
+                )
+
+    def check_params(self, params, data=None, *, batch_ndim: int = 0, name: str = "params") -> None:
+        """Parameters must be a `GaussianMixtureParams` of floating-point arrays with
+        weights (K,) on the simplex, means (K, D) and
+        covariances of this covariance type's shape, finite, and symmetric positive
+        definite (full, tied) or positive (diag, spherical). `batch_ndim` leading
+        axes are batch axes (restarts). Under jit/vmap only the structure, dtypes and
+        shapes are checked."""
+        if not isinstance(params, GaussianMixtureParams):
+            raise TypeError(
+                f"{name}: expected GaussianMixtureParams(weights, means, covariances), got "
+                f"{type(params).__name__}; build one with jaxem.models.GaussianMixtureParams(w, mu, cov) "
+                "or start from model.init(key, data)."
+            )
+        for field, value in zip(params._fields, params, strict=True):
+            check_array(value, f"{name}.{field}")
+        if jnp.ndim(params.weights) != batch_ndim + 1 or jnp.ndim(params.means) != batch_ndim + 2:
+            raise ValueError(
+                f"{name}: expected weights of shape (K,) and means (K, D)"
+                + (f" after {batch_ndim} batch axis/axes" if batch_ndim else "")
+                + f", got {jnp.shape(params.weights)} and {jnp.shape(params.means)}."
+            )
+        batch = tuple(jnp.shape(params.weights)[:batch_ndim])
+        k = self.num_components
+        dim = jnp.shape(data)[-1] if data is not None else jnp.shape(params.means)[-1]
+        check_array(params.weights, f"{name}.weights", batch + (k,))
+        check_array(params.means, f"{name}.means", batch + (k, dim))
+        check_array(params.covariances, f"{name}.covariances ({self.covariance_type})",
+                    batch + self.family.covariance_shape(k, dim))
+        check_finite_tree(params, name)
+        check_simplex(params.weights, f"{name}.weights")
+        if self.covariance_type in ("full", "tied"):
+            check_positive_definite(params.covariances, f"{name}.covariances")
+        else:
+            check_positive(params.covariances, f"{name}.covariances")
+
+    def collapsed_components(self, params: GaussianMixtureParams, num_observations: int,
+                             min_count: float = 1.0, min_variance: float | None = None) -> jax.Array:
+        """(K,) bool: True for a component that has collapsed, i.e.
+
+        - it lost its points: its expected count w_k·N is below `min_count`, or
+        - a variance went to zero: its smallest covariance eigenvalue is at most
+          `min_variance` (default 2·reg_covar: only the regularisation holds it up;
+          with reg_covar = 0 pass a threshold).
+
+        Pure and jittable; vmap it over restarts. The fit itself stays finite either
+        way (reg_covar and the floor of `from_responsibilities`); this says what happened.
+        (Eigenvalues below about eps·(largest) are not resolved: in float32 a component
+        with condition number beyond ~1e6 may be flagged by rounding alone.)
+        """
+        if min_variance is None:
+            min_variance = 2.0 * self.reg_covar
+        few_points = params.weights * num_observations < min_count
+        cov = params.covariances
+        kind = self.covariance_type
+        if kind in ("full", "tied"):
+            smallest = jnp.linalg.eigvalsh(cov)[..., 0]
+            if kind == "tied":
+                smallest = jnp.broadcast_to(smallest, params.weights.shape)
+        elif kind == "diag":
+            smallest = jnp.min(cov, axis=-1)
+        else:
+            smallest = cov
+        return few_points | (smallest <= min_variance)
 
     def num_parameters(self, dim: int) -> int:
         """Free parameters: K-1 weights, K·D means and the covariances."""
@@ -144,6 +288,12 @@ class GaussianMixtureModel(MixtureStructure):
         chol = jnp.linalg.cholesky(cov)[z]
         eps = jax.random.normal(key_x, (num_samples, dim), params.means.dtype)
         return params.means[z] + jnp.einsum("nij,nj->ni", chol, eps), z
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _init_compiled(model: GaussianMixtureModel, key, data, method: str) -> GaussianMixtureParams:
+    resp = initial_responsibilities(key, data, model.num_components, method)
+    return model.from_responsibilities(resp.astype(jnp.result_type(data)), data)
 
 
 def _full_covariances(kind: str, covariances: jax.Array, k: int, dim: int) -> jax.Array:

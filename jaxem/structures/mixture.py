@@ -26,6 +26,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxem.structures.tables import inner_product, num_leading
+from jaxem.validation import (
+    abstract,
+    all_concrete,
+    check_finite_tree,
+    check_model_data,
+    check_model_params,
+    check_scalar_function,
+    eval_shape_cached,
+)
 
 __all__ = ["Mixture", "MixturePosterior", "MixtureStructure"]
 
@@ -62,11 +71,19 @@ class MixtureStructure:
         raise NotImplementedError
 
     def log_likelihood(self, params: Any, data: Any) -> jax.Array:
-        """Observed-data log-likelihood Σ_n log Σ_k p(x_n, z_n = k | params) (scalar)."""
+        """Observed-data log-likelihood Σ_n log Σ_k p(x_n, z_n = k | params) (scalar).
+
+        Called on concrete arrays it first checks `data` and `params` (`check_data`,
+        `check_params`) and raises on bad input; under jit/vmap/grad it does not check.
+        """
+        self._check_if_concrete(params, data)
         return log_partition(self.log_potentials(params, data))
 
     def e_step(self, params: Any, data: Any) -> MixturePosterior:
-        """Responsibilities as the gradient of the log-partition, with the log-likelihood."""
+        """Responsibilities as the gradient of the log-partition, with the log-likelihood.
+
+        Input checks as for `log_likelihood` (concrete inputs only)."""
+        self._check_if_concrete(params, data)
         table = self.log_potentials(params, data)
         value, marginals = jax.value_and_grad(log_partition)(table)
         return MixturePosterior(marginals=marginals, log_likelihood=value)
@@ -78,6 +95,26 @@ class MixtureStructure:
     def num_observations(self, data: Any) -> int:
         """N, the leading axis shared by the data's leaves (scales the tolerance)."""
         return num_leading(data)
+
+    def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
+                     name: str = "params") -> None:
+        """Concrete leaves are finite; with `data`, `log_potentials` traced on shapes
+        alone returns the (N, K) table. `batch_ndim` leading axes of every leaf are
+        batch axes. Models override this with their own constraints."""
+        check_finite_tree(params, name)
+        if data is not None:
+            table = eval_shape_cached(self.log_potentials, abstract(params, batch_ndim), abstract(data))
+            expected = (num_leading(data), self.num_states)
+            if table.shape != expected:
+                raise ValueError(
+                    f"log_potentials: must return the (N, K) = {expected} table, "
+                    f"returned shape {table.shape}."
+                )
+
+    def _check_if_concrete(self, params: Any, data: Any) -> None:
+        if all_concrete(data) and all_concrete(params):
+            check_model_data(self, data)
+            check_model_params(self, params, data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +148,18 @@ class Mixture(MixtureStructure):
     @property
     def default_m_step(self):
         return self.m_step
+
+    def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
+                     name: str = "params") -> None:
+        """Concrete leaves are finite; with `data`, `log_joint` traced on shapes alone
+        (one observation, one int32 state) returns a floating scalar; otherwise the
+        error says which shape it returned."""
+        check_finite_tree(params, name)
+        if data is not None:
+            one_observation = abstract(data, drop_leading=1)
+            state = jax.ShapeDtypeStruct((), jnp.int32)
+            check_scalar_function(self.log_joint, (abstract(params, batch_ndim), one_observation, state),
+                                  "log_joint", "for ONE observation and ONE state")
 
     def log_potentials(self, params: Any, data: Any) -> jax.Array:
         states = jnp.arange(self.num_states, dtype=jnp.int32)

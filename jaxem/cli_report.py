@@ -1,0 +1,173 @@
+"""What the command line prints and saves: the text summary, JSON and `.npz`.
+
+JSON has no NaN or infinity: such numbers are written as `null`. The `.npz`
+file of `jaxem fit --save` holds the parameters under their names
+(`weights`/`initial`, `transition`, `means`, `covariances`) plus `model`,
+`covariance_type`, `log_likelihood`, `bic`, `aic`, `icl`, `num_iters`,
+`converged`, `history` and `columns`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from jaxem.cli_data import Table
+from jaxem.cli_fit import ModelFit
+
+__all__ = ["fit_to_json", "format_fit", "format_selection", "json_array", "json_number", "save_npz"]
+
+MODEL_TITLES = {"gmm": ("Gaussian mixture", "component"), "hmm": ("Gaussian hidden Markov model", "state")}
+
+
+def json_number(value: Any):
+    """A float, or None for NaN and infinities (JSON has neither)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def json_array(array) -> Any:
+    """Nested lists of `json_number`s."""
+    array = np.asarray(array, dtype=np.float64)
+    return [json_array(a) for a in array] if array.ndim else json_number(array)
+
+
+def describe_data(table: Table) -> str:
+    n, dim = table.values.shape
+    return f"{table.source}: {n} observations × {dim} features ({', '.join(table.columns)})"
+
+
+def data_json(table: Table) -> dict:
+    n, dim = table.values.shape
+    return {"source": table.source, "num_observations": n, "num_features": dim,
+            "columns": list(table.columns)}
+
+
+def fit_to_json(fit: ModelFit, table: Table, settings: dict) -> dict:
+    """The machine-readable result of `jaxem fit`."""
+    return {
+        "command": "fit",
+        "model": fit.model,
+        "data": data_json(table),
+        "settings": settings,
+        "params": {name: json_array(value) for name, value in fit.params.items()},
+        "log_likelihood": json_number(fit.log_likelihood),
+        "num_params": fit.num_params,
+        "bic": json_number(fit.bic),
+        "aic": json_number(fit.aic),
+        "icl": json_number(fit.icl),
+        "num_iters": fit.num_iters,
+        "converged": fit.converged,
+        "history": json_array(fit.history),
+        "best_restart": fit.best_restart,
+        "restarts": {
+            "log_likelihood": json_array(fit.restart_log_likelihood),
+            "num_iters": [int(i) for i in fit.restart_num_iters],
+            "converged": [bool(c) for c in fit.restart_converged],
+        },
+    }
+
+
+def _matrix(array, indent: int) -> str:
+    return np.array2string(np.asarray(array), precision=5, suppress_small=True,
+                           max_line_width=110, prefix=" " * indent)
+
+
+def format_fit(fit: ModelFit, table: Table, settings: dict) -> str:
+    """The readable summary of `jaxem fit`."""
+    k = fit.num_states
+    n = table.values.shape[0]
+    kind = fit.covariance_type
+    title, unit = MODEL_TITLES[fit.model]
+    lines = [
+        f"{title}: {k} {unit}{'s' if k > 1 else ''}, {kind} covariance{'' if kind == 'tied' else 's'} "
+        "(float64)",
+        f"data: {describe_data(table)}" + (" as one sequence in row order" if fit.model == "hmm" else ""),
+        f"restarts: {settings['restarts']} ({settings['init']} starts, seed {settings['seed']}, "
+        f"strategy {settings['strategy']}); best is restart {fit.best_restart}",
+        "",
+    ]
+    if fit.model == "hmm":
+        lines.append(f"initial probabilities  {_matrix(fit.params['initial'], 23)}")
+        lines.append(f"transition matrix      {_matrix(fit.params['transition'], 23)}")
+        lines.append("")
+    label = {"full": "covariance", "tied": "covariance", "diag": "variances", "spherical": "variance"}[kind]
+    head = "  "
+    covariances = fit.params["covariances"]
+    for j in range(k):
+        weight = f": weight {fit.params['weights'][j]:.5f}" if fit.model == "gmm" else ""
+        lines.append(f"{unit} {j + 1}{weight}")
+        lines.append(f"{head}{'mean':<12}{_matrix(fit.means[j], len(head) + 12)}")
+        if kind != "tied":
+            value = covariances[j]
+            text = f"{float(value):.5g}" if kind == "spherical" else _matrix(value, len(head) + 12)
+            lines.append(f"{head}{label:<12}{text}")
+    if kind == "tied":
+        lines.append(f"shared {label}: {_matrix(covariances, 19)}")
+    finite = fit.restart_log_likelihood[np.isfinite(fit.restart_log_likelihood)]
+    spread = ", ".join(f"{v:.4f}" for v in np.sort(finite)[::-1][:8])
+    converged = (
+        "yes" if fit.converged
+        else f"no (stopped at --max-iter {settings['max_iter']}; raise it or --tol)"
+    )
+    tol = settings["tol"]
+    lines += [
+        "",
+        f"{'log-likelihood':<16}{fit.log_likelihood:.4f}",
+        f"{'BIC':<16}{fit.bic:.4f}",
+        f"{'AIC':<16}{fit.aic:.4f}",
+        f"{'ICL':<16}{fit.icl:.4f}",
+        f"{'parameters':<16}{fit.num_params}",
+        f"{'iterations':<16}{fit.num_iters}",
+        f"{'converged':<16}{converged} (tol {tol:g} per observation, |Δℓ| < {tol * n:.4g})",
+        f"{'all restarts':<16}{len(finite)}/{len(fit.restart_log_likelihood)} finite, "
+        f"{int(np.sum(fit.restart_converged))} converged; best log-likelihoods: {spread}",
+    ]
+    return "\n".join(lines)
+
+
+def save_npz(path: str, fit: ModelFit, table: Table) -> None:
+    """Write the fit to `path` (.npz); the keys are listed in the module docstring."""
+    with open(path, "wb") as f:
+        np.savez(
+            f,
+            **fit.params,
+            model=np.array(fit.model),
+            covariance_type=np.array(fit.covariance_type),
+            log_likelihood=np.array(fit.log_likelihood), bic=np.array(fit.bic),
+            aic=np.array(fit.aic), icl=np.array(fit.icl), num_iters=np.array(fit.num_iters),
+            converged=np.array(fit.converged), history=fit.history,
+            columns=np.array(table.columns),
+        )
+
+
+def format_selection(rows: list[dict], table: Table, settings: dict, model: str) -> str:
+    """The ranking table of `jaxem select`; rows sorted by BIC, each with rank_bic and rank_icl."""
+    title, unit = MODEL_TITLES[model]
+    out = [
+        f"model selection: {title.lower()}s on {describe_data(table)}",
+        f"{settings['restarts']} restarts each ({settings['init']} starts, seed {settings['seed']}); "
+        "lower BIC and ICL are better",
+        "",
+    ]
+    header = (f"{'rank':>4} {'K':>3} {'covariance':<10} {'log-likelihood':>15} {'params':>6} "
+              f"{'BIC':>12} {'ICL':>12} {'ICL rank':>8} {'iters':>5} {'converged':>9}")
+    out += [header, "-" * len(header)]
+    for r in rows:
+        params = "-" if r["num_params"] is None else r["num_params"]
+        out.append(f"{r['rank_bic']:>4} {r['components']:>3} {r['covariance']:<10} "
+                   f"{r['log_likelihood']:>15.4f} {params:>6} {r['bic']:>12.4f} "
+                   f"{r['icl']:>12.4f} {r['rank_icl']:>8} {r['num_iters']:>5} "
+                   f"{'yes' if r['converged'] else 'no':>9}")
+    best_bic = min(rows, key=lambda r: r["rank_bic"])
+    best_icl = min(rows, key=lambda r: r["rank_icl"])
+    out += [
+        "",
+        f"best by BIC: K={best_bic['components']} {unit}s, {best_bic['covariance']} covariance",
+        f"best by ICL: K={best_icl['components']} {unit}s, {best_icl['covariance']} covariance",
+    ]
+    return "\n".join(out)

@@ -1,0 +1,167 @@
+"""The categorical (discrete-symbol) hidden Markov model: x_t | z_t = k ~ Categorical(B_k).
+
+Observations are integer symbols in [0, M). The emission table is a gather,
+ε[t, k] = log B[k, x_t], and the M-step needs the expected symbol counts
+Σ_t γ_tk [x_t = m] (one segment sum). With Dirichlet(α_B) priors on the rows of B,
+
+    B_km ∝ max(α_B - 1 + Σ_t γ_tk [x_t = m], 0)
+
+(hmmlearn's `CategoricalHMM` convention; α = 1 is maximum likelihood), and π, A
+as in `jaxem.models.hmm_common`. Zero emission probabilities stay zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxem.models.hmm_common import (
+    ProbabilityChainMixin,
+    check_concentration,
+    dirichlet_log_prior,
+    dirichlet_map,
+    flatten_steps,
+    normalize_rows,
+    step_values,
+)
+from jaxem.mstep import ClosedForm
+from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
+from jaxem.structures.chain_sequential import safe_log
+from jaxem.structures.sequences import check_chain_data
+from jaxem.validation import check_num_states, is_concrete
+
+__all__ = ["CategoricalHMM", "CategoricalHMMParams", "categorical_hmm"]
+
+
+class CategoricalHMMParams(NamedTuple):
+    """initial (K,), transition (K, K) and emission (K, M) probabilities (rows sum to 1)."""
+
+    initial: jax.Array
+    transition: jax.Array
+    emission: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class CategoricalHMM(ProbabilityChainMixin, ChainStructure):
+    """A K-state HMM emitting symbols in [0, num_symbols), on integer data (T,) or
+    `Sequences` of (B, T). Build it with `categorical_hmm(...)`."""
+
+    num_states: int
+    num_symbols: int
+    initial_prior: float = 1.0
+    transition_prior: float = 1.0
+    emission_prior: float = 1.0
+    algorithm: str = "scaled"
+
+    def __post_init__(self):
+        check_num_states(self.num_states)
+        check_num_states(self.num_symbols, "num_symbols")
+        for name in ("initial_prior", "transition_prior", "emission_prior"):
+            check_concentration(getattr(self, name), name)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
+
+    @property
+    def default_m_step(self) -> ClosedForm:
+        return ClosedForm(self.maximize)
+
+    def emission_table(self, params: CategoricalHMMParams, data: Any) -> jax.Array:
+        """ε[t, k] = log B[k, x_t]: (T, K), or (B, T, K) for `Sequences`."""
+        x, _, unflatten = flatten_steps(data)
+        return unflatten(safe_log(params.emission).T[x])
+
+    def log_emission(self, params: CategoricalHMMParams, x: jax.Array, z: jax.Array) -> jax.Array:
+        """log B[z, x] for one symbol x and one state z (the per-state form)."""
+        return safe_log(params.emission[z, x])
+
+    def symbol_counts(self, marginals: jax.Array, data: Any) -> jax.Array:
+        """Expected symbol counts (K, M): Σ_t γ_tk [x_t = m] over real steps."""
+        x, _, _ = flatten_steps(data)
+        resp = marginals.reshape(-1, self.num_states)
+        return jax.ops.segment_sum(resp, x, num_segments=self.num_symbols).T
+
+    def maximize(self, posterior: ChainPosterior, data: Any,
+                 params: CategoricalHMMParams) -> CategoricalHMMParams:
+        """The closed-form (Dirichlet-MAP) M-step from the chain posterior."""
+        counts = self.symbol_counts(posterior.marginals, data)
+        emission = dirichlet_map(counts, self.emission_prior, params.emission)
+        initial, transition = self.maximize_chain(posterior, params)
+        return CategoricalHMMParams(initial, transition, emission)
+
+    def log_prior(self, params: CategoricalHMMParams) -> jax.Array:
+        """Dirichlet log-prior of π, A and B (0 at the default α = 1)."""
+        return self.chain_log_prior(params) + dirichlet_log_prior(params.emission, self.emission_prior)
+
+    def init(self, key: jax.Array, data: Any, dtype=None) -> CategoricalHMMParams:
+        """Random starting parameters: each row of B is half the symbols' overall frequency
+        (smoothed by one pseudo-count) and half a Dirichlet(1) draw; π uniform; A
+        half uniform, half a Dirichlet(1) draw per row. No entry is zero. Pure and
+        vmappable over `key`; `dtype` defaults to JAX's default float (float64 when
+        x64 is enabled). (A Dirichlet(1) draw is a normalised vector of Exp(1) draws.)"""
+        self.check_data(data)
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
+        x, valid, _ = flatten_steps(data)
+        key_b, key_a = jax.random.split(key)
+        k, m = self.num_states, self.num_symbols
+        counts = jax.ops.segment_sum(valid.astype(dtype), x, num_segments=m) + 1.0
+        frequency = counts / jnp.sum(counts)
+        draw_b = _uniform_dirichlet(key_b, (k, m), dtype)
+        draw_a = _uniform_dirichlet(key_a, (k, k), dtype)
+        emission = normalize_rows(0.5 * frequency + 0.5 * draw_b, jnp.full((k, m), 1.0 / m, dtype))
+        transition = normalize_rows(0.5 / k + 0.5 * draw_a, jnp.full((k, k), 1.0 / k, dtype))
+        return CategoricalHMMParams(jnp.full((k,), 1.0 / k, dtype), transition, emission)
+
+    def check_data(self, data: Any) -> None:
+        """Integer symbols of shape (T,) (or `Sequences` of (B, T)) in [0, num_symbols)."""
+        check_chain_data(data)
+        values, step_shape, dtype = step_values(data)
+        if step_shape != () or not jnp.issubdtype(dtype, jnp.integer):
+            raise ValueError(
+                f"data: expected integer symbols of shape (T,) (or Sequences of (B, T)), got dtype "
+                f"{dtype} and per-step shape {step_shape}; hmmlearn's (N, 1) arrays need x[:, 0]."
+            )
+        if is_concrete(values):
+            low, high = int(np.min(values)), int(np.max(values))
+            if low < 0 or high >= self.num_symbols:
+                raise ValueError(
+                    f"data: symbols must lie in [0, {self.num_symbols}) (num_symbols), got values from "
+                    f"{low} to {high}; pad Sequences with a valid symbol such as 0."
+                )
+
+    def num_parameters(self) -> int:
+        """Free parameters: (K-1) + K(K-1) + K(M-1)."""
+        k, m = self.num_states, self.num_symbols
+        return (k - 1) + k * (k - 1) + k * (m - 1)
+
+    def sample(self, key: jax.Array, params: CategoricalHMMParams, num_steps: int):
+        """(x (num_steps,) int32 symbols, z (num_steps,) states) drawn from the model."""
+        key_z, key_x = jax.random.split(key)
+        z = self.sample_states(key_z, params, num_steps)
+        x = jax.random.categorical(key_x, safe_log(params.emission)[z]).astype(jnp.int32)
+        return x, z
+
+
+def _uniform_dirichlet(key: jax.Array, shape: tuple, dtype) -> jax.Array:
+    """Rows drawn from the flat Dirichlet(1, ..., 1): normalised Exp(1) variables."""
+    draws = jax.random.exponential(key, shape, dtype)
+    return draws / jnp.sum(draws, axis=-1, keepdims=True)
+
+
+def categorical_hmm(num_states: int, num_symbols: int, *, initial_prior: float = 1.0,
+                    transition_prior: float = 1.0, emission_prior: float = 1.0,
+                    algorithm: str = "scaled") -> CategoricalHMM:
+    """A categorical-emission HMM with a closed-form M-step.
+
+    Args:
+      num_states: K >= 1.
+      num_symbols: M >= 1, the number of distinct symbols (data values in [0, M)).
+      initial_prior, transition_prior, emission_prior: symmetric Dirichlet
+        concentrations for π, the rows of A and the rows of B (1.0: maximum likelihood).
+      algorithm: "scaled" (default), "log" or "parallel" forward–backward.
+    """
+    return CategoricalHMM(num_states, num_symbols, initial_prior, transition_prior, emission_prior,
+                          algorithm)

@@ -1,0 +1,183 @@
+"""The Gaussian hidden Markov model, x_t | z_t = k ~ N(μ_k, Σ_k), in the fast exponential-family form.
+
+The emission table of all T steps (of all sequences) is one matrix product of
+the data's Gaussian features with the states' natural parameters
+(`jaxem.distributions.GaussianFamily`): ε = Φ(x) @ η(θ), and the closed-form
+M-step is another, the expected statistics γᵀ Φ(x). Everything else (forward
+recursion, posterior, Q, Viterbi) comes from `ChainStructure`.
+
+The M-step is Baum–Welch's (hmmlearn's `GaussianHMM` with `covars_prior=0`,
+`covars_weight=1`, no mean prior): means Σ_t γ_tk x_t / Σ_t γ_tk, covariances
+the weighted scatter about the new means (tied: pooled over states; spherical:
+the mean of the diagonal) plus `reg_covar` on the diagonal; π and A by
+Dirichlet MAP (`jaxem.models.hmm_common`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxem.distributions.gaussian import GaussianFamily
+from jaxem.init import INIT_METHODS, initial_responsibilities
+from jaxem.models.gaussian_mixture import _full_covariances
+from jaxem.models.hmm_common import (
+    ProbabilityChainMixin,
+    check_concentration,
+    fill_padding,
+    flatten_steps,
+    step_values,
+)
+from jaxem.mstep import ClosedForm
+from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
+from jaxem.structures.sequences import check_chain_data
+from jaxem.validation import check_num_states
+
+__all__ = ["GaussianHMM", "GaussianHMMParams", "gaussian_hmm"]
+
+
+class GaussianHMMParams(NamedTuple):
+    """initial (K,) and transition (K, K) probabilities; means (K, D); covariances
+    of the model's type: full (K, D, D), diag (K, D), spherical (K,), tied (D, D)."""
+
+    initial: jax.Array
+    transition: jax.Array
+    means: jax.Array
+    covariances: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianHMM(ProbabilityChainMixin, ChainStructure):
+    """A K-state HMM with Gaussian emissions on data (T, D) or `Sequences` of (B, T, D).
+
+    Build it with `gaussian_hmm(...)`; equal configurations share compiled code.
+    """
+
+    num_states: int
+    covariance_type: str = "full"
+    reg_covar: float = 1e-6
+    initial_prior: float = 1.0
+    transition_prior: float = 1.0
+    algorithm: str = "scaled"
+
+    def __post_init__(self):
+        check_num_states(self.num_states)
+        GaussianFamily(self.covariance_type, self.reg_covar)  # validates both
+        check_concentration(self.initial_prior, "initial_prior")
+        check_concentration(self.transition_prior, "transition_prior")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
+
+    @property
+    def family(self) -> GaussianFamily:
+        return GaussianFamily(self.covariance_type, self.reg_covar)
+
+    @property
+    def default_m_step(self) -> ClosedForm:
+        return ClosedForm(self.maximize)
+
+    # --- the model ----------------------------------------------------------------------------
+
+    def _features(self, data: Any):
+        x, valid, unflatten = flatten_steps(data)
+        weights = valid.astype(x.dtype)
+        shift = weights @ x / jnp.sum(weights)  # mean of the real steps
+        return self.family.features(x, shift), unflatten
+
+    def emission_table(self, params: GaussianHMMParams, data: Any) -> jax.Array:
+        """ε[t, k] = log N(x_t | μ_k, Σ_k) as Φ(x) @ η: (T, K), or (B, T, K) for `Sequences`."""
+        features, unflatten = self._features(data)
+        eta = self.family.natural_parameters(params.means, params.covariances, features.shift)
+        return unflatten(features.values @ eta)
+
+    def log_emission(self, params: GaussianHMMParams, x: jax.Array, z: jax.Array) -> jax.Array:
+        """log N(x | μ_z, Σ_z) for one step x (D,) and one state z (the per-state form)."""
+        cov = self.family.component_covariance(params.covariances, z)
+        return self.family.log_density(x, params.means[z], cov)
+
+    def maximize(self, posterior: ChainPosterior, data: Any, params: GaussianHMMParams) -> GaussianHMMParams:
+        """The closed-form M-step (Baum–Welch) from the chain posterior."""
+        features, _ = self._features(data)
+        resp = posterior.marginals.reshape(-1, self.num_states)
+        stats = self.family.expected_stats(resp, features)
+        means, covariances = self.family.maximize(stats, features.shift)
+        initial, transition = self.maximize_chain(posterior, params)
+        return GaussianHMMParams(initial, transition, means, covariances)
+
+    def log_prior(self, params: GaussianHMMParams) -> jax.Array:
+        """The Dirichlet log-prior of π and A; pass `log_prior=model.log_prior` to
+        `jaxem.fit` so that the reported objective is the one the M-step increases."""
+        return self.chain_log_prior(params)
+
+    # --- initialisation -------------------------------------------------------------------------
+
+    def init(self, key: jax.Array, data: Any, method: str = "kmeans++") -> GaussianHMMParams:
+        """Starting parameters from initial state responsibilities of the steps.
+
+        method: as for `jaxem.init` ("kmeans++", "kmeans", "random_from_data",
+        "random"). Emissions are an M-step from those responsibilities; π and A
+        are their empirical initial and transition frequencies, smoothed by one
+        pseudo-count. Padding is never used. Pure and vmappable over `key`.
+        """
+        if method not in INIT_METHODS:
+            raise ValueError(f"method: expected one of {INIT_METHODS}, got {method!r}.")
+        self.check_data(data)
+        x, valid, _ = flatten_steps(data)
+        resp = initial_responsibilities(key, fill_padding(data), self.num_states, method)
+        resp = resp.astype(x.dtype) * valid[:, None]
+        features, _ = self._features(data)
+        stats = self.family.expected_stats(resp, features)
+        means, covariances = self.family.maximize(stats, features.shift)
+        initial, transition = self.initial_chain(resp, data)
+        return GaussianHMMParams(initial, transition, means, covariances)
+
+    # --- checks, criteria, sampling ----------------------------------------------------------------
+
+    def check_data(self, data: Any) -> None:
+        """One sequence (T, D) or `Sequences` with values (B, T, D), finite floats."""
+        check_chain_data(data)
+        _, step_shape, dtype = step_values(data)
+        if len(step_shape) != 1 or not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"data: expected float observations of shape (T, D) (or Sequences of (B, T, D)), got "
+                f"dtype {dtype} and per-step shape {step_shape}; use x[:, None] for 1-D data."
+            )
+
+    def num_parameters(self, dim: int) -> int:
+        """Free parameters: (K-1) initial, K(K-1) transition, K·D means, covariances."""
+        k = self.num_states
+        return (k - 1) + k * (k - 1) + k * dim + self.family.num_covariance_parameters(k, dim)
+
+    def bic(self, log_likelihood, num_observations: int, dim: int):
+        """Bayesian information criterion -2ℓ + p log N (lower is better)."""
+        return -2.0 * log_likelihood + self.num_parameters(dim) * math.log(num_observations)
+
+    def sample(self, key: jax.Array, params: GaussianHMMParams, num_steps: int):
+        """(x (num_steps, D), z (num_steps,)): one sequence drawn from the model."""
+        key_z, key_x = jax.random.split(key)
+        z = self.sample_states(key_z, params, num_steps)
+        dim = params.means.shape[-1]
+        cov = _full_covariances(self.covariance_type, params.covariances, self.num_states, dim)
+        chol = jnp.linalg.cholesky(cov)[z]
+        eps = jax.random.normal(key_x, (num_steps, dim), params.means.dtype)
+        return params.means[z] + jnp.einsum("tij,tj->ti", chol, eps), z
+
+
+def gaussian_hmm(num_states: int, covariance_type: str = "full", *, reg_covar: float = 1e-6,
+                 initial_prior: float = 1.0, transition_prior: float = 1.0,
+                 algorithm: str = "scaled") -> GaussianHMM:
+    """A Gaussian-emission HMM with a closed-form (Baum–Welch) M-step.
+
+    Args:
+      num_states: K >= 1.
+      covariance_type: "full", "diag", "spherical" or "tied".
+      reg_covar: added to the covariance diagonals in every M-step (>= 0).
+      initial_prior, transition_prior: symmetric Dirichlet concentrations for π
+        and the rows of A (1.0: maximum likelihood).
+      algorithm: "scaled" (default), "log" or "parallel" forward–backward.
+    """
+    return GaussianHMM(num_states, covariance_type, reg_covar, initial_prior, transition_prior, algorithm)

@@ -1,0 +1,148 @@
+"""What every ready hidden Markov model shares: probability-valued initial and
+transition parameters, their Dirichlet-MAP M-step, and data flattening.
+
+Initial probabilities π (K,) and the transition matrix A (K, K) (rows sum to 1)
+have the closed-form M-step, with a symmetric Dirichlet(α) prior,
+
+    π_k  ∝ max(α_π - 1 + E[#{z_0 = k}], 0),     A_ij ∝ max(α_A - 1 + E[#{i -> j}], 0)
+
+(α = 1 is maximum likelihood; hmmlearn's convention), where the expected
+counts are the chain posterior's `initial_counts` and `transition_counts`.
+Entries that are exactly 0 in the current parameters are structural zeros and
+stay 0 (their expected counts are 0 and a prior must not revive them), and a
+row with no expected counts and no prior mass keeps its current values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxem.structures.chain_decoding import sample_chain
+from jaxem.structures.chain_sequential import safe_log
+from jaxem.structures.sequences import Sequences
+
+__all__ = [
+    "ProbabilityChainMixin",
+    "check_concentration",
+    "chain_counts_from_responsibilities",
+    "dirichlet_log_prior",
+    "dirichlet_map",
+    "flatten_steps",
+    "normalize_rows",
+    "step_values",
+]
+
+
+def check_concentration(value: Any, name: str) -> None:
+    """A Dirichlet/Gamma hyperparameter must be a Python number (hashable models)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name}: expected a number >= 0 (1.0 means no prior), got {value!r}.")
+
+
+def normalize_rows(weights: jax.Array, fallback: jax.Array) -> jax.Array:
+    """weights / their sum along the last axis; rows summing to 0 become `fallback`'s rows."""
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    return jnp.where(total > 0, weights / jnp.where(total > 0, total, 1.0), fallback)
+
+
+def dirichlet_map(counts: jax.Array, concentration: float, current: jax.Array) -> jax.Array:
+    """The Dirichlet-MAP probabilities along the last axis (see the module docstring)."""
+    weights = jnp.maximum(concentration - 1.0 + counts, 0.0)
+    weights = jnp.where(current == 0, 0.0, weights)
+    return normalize_rows(weights, current)
+
+
+def dirichlet_log_prior(probs: jax.Array, concentration: float) -> jax.Array:
+    """Σ (α - 1) log p over entries with p > 0 (the Dirichlet log-density up to a constant;
+    structural zeros are excluded)."""
+    if concentration == 1.0:
+        return jnp.zeros((), probs.dtype)
+    return jnp.sum(jnp.where(probs > 0, (concentration - 1.0) * safe_log(probs), 0.0))
+
+
+def flatten_steps(data: Any):
+    """(x, valid, unflatten): the time steps of one sequence (T, ...) or of `Sequences`
+    (B, T, ...) as rows x (N, ...), which rows are real (N,), and a function
+    mapping a per-row table (N, K) back to (T, K) or (B, T, K)."""
+    if isinstance(data, Sequences):
+        values = jnp.asarray(data.values)
+        batch, steps = values.shape[:2]
+        flat = values.reshape((batch * steps,) + values.shape[2:])
+        valid = data.mask.reshape(-1)
+        return flat, valid, lambda table: table.reshape((batch, steps) + table.shape[1:])
+    x = jnp.asarray(data)
+    return x, jnp.ones(x.shape[:1], bool), lambda table: table
+
+
+def step_values(data: Any):
+    """(values, per-step shape, dtype) of one sequence (T, ...) or of `Sequences` (B, T, ...),
+    without computing anything (for input checks before tracing)."""
+    values = data.values if isinstance(data, Sequences) else data
+    leading = 2 if isinstance(data, Sequences) else 1
+    shape = jnp.shape(values)
+    dtype = values.dtype if hasattr(values, "dtype") else np.asarray(values).dtype
+    return values, shape[leading:], dtype
+
+
+def fill_padding(data: Any) -> jax.Array:
+    """The data's rows (N, ...) with each padding step replaced by its sequence's
+    first step, so that initialisers that pick data points never pick padding."""
+    if isinstance(data, Sequences):
+        values = jnp.asarray(data.values)
+        mask = data.mask.reshape(data.mask.shape + (1,) * (values.ndim - 2))
+        filled = jnp.where(mask, values, values[:, :1])
+        return filled.reshape((-1,) + values.shape[2:])
+    return jnp.asarray(data)
+
+
+def chain_counts_from_responsibilities(responsibilities: jax.Array, data: Any):
+    """Initial and transition counts (K,), (K, K) of state responsibilities (N, K) over
+    the rows of `flatten_steps(data)`, as if they were independent posteriors:
+    Σ_b r_{b,0} and Σ_{b,t} r_{b,t} r_{b,t+1}ᵀ over real consecutive pairs."""
+    _, valid, unflatten = flatten_steps(data)
+    resp = unflatten(responsibilities * valid[:, None])
+    if resp.ndim == 2:
+        resp = resp[None]
+    initial = jnp.sum(resp[:, 0], axis=0)
+    transition = jnp.einsum("bti,btj->ij", resp[:, :-1], resp[:, 1:])
+    return initial, transition
+
+
+class ProbabilityChainMixin:
+    """Initial/transition tables, M-step, prior and state sampling for models whose
+    parameters have fields `initial` (K,) and `transition` (K, K) holding probabilities
+    and whose configuration has `num_states`, `initial_prior`, `transition_prior`."""
+
+    def initial_table(self, params: Any, data: Any = None) -> jax.Array:
+        """ι = log π (K,); -inf for zero probabilities."""
+        return safe_log(params.initial)
+
+    def transition_table(self, params: Any, data: Any = None) -> jax.Array:
+        """τ = log A (K, K); -inf for structural zeros."""
+        return safe_log(params.transition)
+
+    def maximize_chain(self, posterior: Any, params: Any):
+        """(π, A): the Dirichlet-MAP update from the posterior's expected counts."""
+        initial = dirichlet_map(posterior.initial_counts, self.initial_prior, params.initial)
+        transition = dirichlet_map(posterior.transition_counts, self.transition_prior, params.transition)
+        return initial, transition
+
+    def chain_log_prior(self, params: Any) -> jax.Array:
+        """Dirichlet log-prior of π and A (0 with the default α = 1)."""
+        return (dirichlet_log_prior(params.initial, self.initial_prior)
+                + dirichlet_log_prior(params.transition, self.transition_prior))
+
+    def initial_chain(self, responsibilities: jax.Array, data: Any):
+        """(π, A) from state responsibilities (N, K) of the data's rows, smoothed by one
+        pseudo-count per entry so that no probability starts at (structural) zero."""
+        initial, transition = chain_counts_from_responsibilities(responsibilities, data)
+        ones = jnp.ones_like(transition)
+        return normalize_rows(initial + 1.0, ones[0]), normalize_rows(transition + 1.0, ones)
+
+    def sample_states(self, key: jax.Array, params: Any, num_steps: int) -> jax.Array:
+        """A state path (num_steps,) int32 drawn from the Markov chain (π, A)."""
+        return sample_chain(key, self.initial_table(params), self.transition_table(params), num_steps)

@@ -1,0 +1,167 @@
+"""The Poisson hidden Markov model: x_td | z_t = k ~ Poisson(λ_kd), independently over d.
+
+Observations are non-negative counts of shape (T, D). The emission table is
+
+    ε[t, k] = Σ_d x_td log λ_kd - λ_kd - log x_td!
+
+and with a Gamma(a, b) prior (shape a, rate b) on every rate the M-step is
+
+    λ_kd = (Σ_t γ_tk x_td + a - 1) / (Σ_t γ_tk + b)
+
+(a = 1, b = 0, the default, is maximum likelihood and equals hmmlearn's
+`PoissonHMM` with its default prior); π and A as in `jaxem.models.hmm_common`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln, xlogy
+
+from jaxem.init import INIT_METHODS, initial_responsibilities
+from jaxem.models.hmm_common import (
+    ProbabilityChainMixin,
+    check_concentration,
+    fill_padding,
+    flatten_steps,
+    step_values,
+)
+from jaxem.mstep import ClosedForm
+from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
+from jaxem.structures.chain_sequential import safe_log
+from jaxem.structures.sequences import check_chain_data
+from jaxem.validation import check_num_states, is_concrete
+
+__all__ = ["PoissonHMM", "PoissonHMMParams", "poisson_hmm"]
+
+
+class PoissonHMMParams(NamedTuple):
+    """initial (K,) and transition (K, K) probabilities; rates (K, D) > 0."""
+
+    initial: jax.Array
+    transition: jax.Array
+    rates: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class PoissonHMM(ProbabilityChainMixin, ChainStructure):
+    """A K-state HMM with independent Poisson emissions on counts (T, D) or `Sequences`
+    of (B, T, D). Build it with `poisson_hmm(...)`."""
+
+    num_states: int
+    initial_prior: float = 1.0
+    transition_prior: float = 1.0
+    rate_prior_shape: float = 1.0
+    rate_prior_rate: float = 0.0
+    algorithm: str = "scaled"
+
+    def __post_init__(self):
+        check_num_states(self.num_states)
+        for name in ("initial_prior", "transition_prior", "rate_prior_shape", "rate_prior_rate"):
+            check_concentration(getattr(self, name), name)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
+
+    @property
+    def default_m_step(self) -> ClosedForm:
+        return ClosedForm(self.maximize)
+
+    def emission_table(self, params: PoissonHMMParams, data: Any) -> jax.Array:
+        """ε[t, k] = Σ_d log Poisson(x_td | λ_kd): (T, K), or (B, T, K) for `Sequences`."""
+        x, _, unflatten = flatten_steps(data)
+        x = x.astype(params.rates.dtype)
+        rates = params.rates
+        table = (jnp.sum(xlogy(x[:, None, :], rates[None]), axis=-1)
+                 - jnp.sum(rates, axis=-1) - jnp.sum(gammaln(x + 1.0), axis=-1, keepdims=True))
+        return unflatten(table)
+
+    def log_emission(self, params: PoissonHMMParams, x: jax.Array, z: jax.Array) -> jax.Array:
+        """Σ_d log Poisson(x_d | λ_zd) for one step x (D,) and one state z (the per-state form)."""
+        x = x.astype(params.rates.dtype)
+        rates = params.rates[z]
+        return jnp.sum(xlogy(x, rates) - rates - gammaln(x + 1.0))
+
+    def maximize(self, posterior: ChainPosterior, data: Any, params: PoissonHMMParams) -> PoissonHMMParams:
+        """The closed-form (Gamma-MAP) M-step from the chain posterior."""
+        x, _, _ = flatten_steps(data)
+        resp = posterior.marginals.reshape(-1, self.num_states)
+        sums = resp.T @ x.astype(resp.dtype)  # (K, D)
+        counts = jnp.sum(resp, axis=0)[:, None]
+        numerator = jnp.maximum(sums + self.rate_prior_shape - 1.0, 0.0)
+        denominator = counts + self.rate_prior_rate
+        rates = jnp.where(denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1.0),
+                          params.rates)
+        initial, transition = self.maximize_chain(posterior, params)
+        return PoissonHMMParams(initial, transition, rates)
+
+    def log_prior(self, params: PoissonHMMParams) -> jax.Array:
+        """Dirichlet log-prior of π and A plus the Gamma(a, b) log-prior of the rates
+        (up to constants; 0 at the defaults)."""
+        a, b = self.rate_prior_shape, self.rate_prior_rate
+        rate_term = jnp.sum((a - 1.0) * safe_log(params.rates) - b * params.rates) if (a, b) != (1.0, 0.0) \
+            else jnp.zeros((), params.rates.dtype)
+        return self.chain_log_prior(params) + rate_term
+
+    def init(self, key: jax.Array, data: Any, method: str = "kmeans++") -> PoissonHMMParams:
+        """Starting parameters from initial state responsibilities of the steps (method as
+        for `jaxem.init`): rates are responsibility-weighted means shrunk by half a
+        pseudo-observation towards the overall mean (so none is 0); π and A are the
+        responsibilities' smoothed initial and transition frequencies. Pure and vmappable."""
+        if method not in INIT_METHODS:
+            raise ValueError(f"method: expected one of {INIT_METHODS}, got {method!r}.")
+        self.check_data(data)
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+        x, valid, _ = flatten_steps(data)
+        x = x.astype(dtype)
+        points = fill_padding(data).astype(dtype)
+        resp = initial_responsibilities(key, points, self.num_states, method).astype(dtype) * valid[:, None]
+        weights = valid.astype(dtype)
+        overall = weights @ x / jnp.sum(weights)
+        pseudo = 0.5
+        rates = (resp.T @ x + pseudo * overall) / (jnp.sum(resp, axis=0)[:, None] + pseudo)
+        initial, transition = self.initial_chain(resp, data)
+        return PoissonHMMParams(initial, transition, rates)
+
+    def check_data(self, data: Any) -> None:
+        """Non-negative counts of shape (T, D) (or `Sequences` of (B, T, D))."""
+        check_chain_data(data)
+        values, step_shape, _ = step_values(data)
+        if len(step_shape) != 1:
+            raise ValueError(
+                f"data: expected counts of shape (T, D) (or Sequences of (B, T, D)), got per-step shape "
+                f"{step_shape}; use x[:, None] for one count per step."
+            )
+        if is_concrete(values) and np.any(np.asarray(values) < 0):
+            raise ValueError("data: counts must be non-negative.")
+
+    def num_parameters(self, dim: int) -> int:
+        """Free parameters: (K-1) + K(K-1) + K·D."""
+        k = self.num_states
+        return (k - 1) + k * (k - 1) + k * dim
+
+    def sample(self, key: jax.Array, params: PoissonHMMParams, num_steps: int):
+        """(x (num_steps, D) counts, z (num_steps,) states) drawn from the model."""
+        key_z, key_x = jax.random.split(key)
+        z = self.sample_states(key_z, params, num_steps)
+        return jax.random.poisson(key_x, params.rates[z]), z
+
+
+def poisson_hmm(num_states: int, *, initial_prior: float = 1.0, transition_prior: float = 1.0,
+                rate_prior_shape: float = 1.0, rate_prior_rate: float = 0.0,
+                algorithm: str = "scaled") -> PoissonHMM:
+    """A Poisson-emission HMM with a closed-form M-step.
+
+    Args:
+      num_states: K >= 1.
+      initial_prior, transition_prior: symmetric Dirichlet concentrations for π
+        and the rows of A (1.0: maximum likelihood).
+      rate_prior_shape, rate_prior_rate: Gamma(a, b) prior on every rate
+        (a = 1, b = 0: maximum likelihood).
+      algorithm: "scaled" (default), "log" or "parallel" forward–backward.
+    """
+    return PoissonHMM(num_states, initial_prior, transition_prior, rate_prior_shape, rate_prior_rate,
+                      algorithm)
