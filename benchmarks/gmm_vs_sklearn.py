@@ -81,6 +81,8 @@ def sklearn_fit(x, params, covariance_type, max_iter, tol):
 
 
 def per_iteration(run, short: int, long: int, repeats: int) -> float:
+    """(time of `long` iterations - time of `short`) / (long - short), compiled beforehand."""
+    jax.block_until_ready((run(short), run(long)))
     return (timed(lambda: run(long), repeats) - timed(lambda: run(short), repeats)) / (long - short)
 
 

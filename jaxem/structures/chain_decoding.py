@@ -63,8 +63,8 @@ def sample_posterior(key, initial, transition, emission, length):
     valid = valid_steps(num_steps, length)
     _, alphas, _, a, _ = scaled_forward(initial, transition, emission, length)
     gumbels = jax.random.gumbel(key, (num_steps, num_states), alphas.dtype)
-    # alphas[T-1] equals the last real filtered distribution (carried through padding).
-    last = jnp.argmax(safe_log(alphas[-1]) + gumbels[-1]).astype(jnp.int32)
+    last_alpha = alphas[-1] if valid is None else alphas[length - 1]  # the last real step's filter
+    last = jnp.argmax(safe_log(last_alpha) + gumbels[-1]).astype(jnp.int32)
 
     def backward(next_state, inputs):
         # inputs hold step t+1's mask and transition, and step t's alpha and noise

@@ -14,8 +14,7 @@ Its gradient is the posterior: ∂A/∂ε = γ (T, K) smoothed marginals, ∂A/�
 ∂A/∂τ = Σ_t ξ_t (expected transition counts; per step when τ is time-varying).
 
 Only the first `length` steps are real; later steps are padding and contribute
-nothing to A (the recursion carries its state through them unchanged), so
-their gradients are exactly zero.
+nothing to A, so their gradients are exactly zero.
 
 Two implementations, equal up to rounding:
 
@@ -135,45 +134,57 @@ def scaled_forward(initial, transition, emission, length):
     """The scaled forward pass of one chain.
 
     Returns (log_partition, alphas (T, K), normalisers (T,), a, b): α̂_t are the
-    filtered probabilities p(z_t | x_{0..t}) (copied unchanged through padding),
-    c_t the per-step normalisers (1 on padding), and a, b the exponentiated,
-    shifted transition and emission tables.
+    filtered probabilities p(z_t | x_{0..t}) and c_t the per-step normalisers on
+    real steps, and a, b the exponentiated, shifted transition and emission
+    tables. The recursion runs through padding too (so the loop needs no masks);
+    α̂_t and c_t there are finite but meaningless, and excluded from A(φ).
     """
     valid = valid_steps(emission.shape[0], length)
     p0, a, b, shift = _exp_shifted(initial, transition, emission, valid)
+    if valid is not None:  # finite inputs on padding, whatever the padded data
+        b = jnp.where(valid[:, None], b, 1.0)
     first = p0 * b[0]
     c0 = jnp.sum(first)
     alpha0 = _safe_divide(first, c0)
 
     def step(alpha, inputs):
         a_t = inputs.get("transition", a)
-        valid_t = inputs.get("valid")
         unnormalised = jnp.sum(alpha[:, None] * a_t, axis=0) * inputs["b"]
         c = jnp.sum(unnormalised)
-        new = keep_real(valid_t, _safe_divide(unnormalised, c), alpha)
-        c = keep_real(valid_t, c, 1.0)
+        new = _safe_divide(unnormalised, c)
         return new, (new, c)
 
-    xs = step_inputs({"b": b}, valid, a if a.ndim == 3 else None)
+    xs = step_inputs({"b": b}, None, a if a.ndim == 3 else None)
     _, (alphas, cs) = jax.lax.scan(step, alpha0, xs)
     alphas = jnp.concatenate([alpha0[None], alphas], axis=0)
     cs = jnp.concatenate([c0[None], cs], axis=0)
-    value = jnp.sum(safe_log(cs)) + shift
+    value = masked_sum(safe_log(cs), valid) + shift
     return value, alphas, cs, a, b
 
 
 def _scaled_backward(alphas, cs, a, b, valid):
-    """The explicit backward pass: (γ (T, K), Σξ (K, K) or ξ (T-1, K, K))."""
+    """The explicit backward pass: (γ (T, K), Σξ (K, K) or ξ (T-1, K, K)).
+
+    With w_t = b_t ⊙ β̂_t / c_t on real steps and 0 on padding, β̂_{t-1} = A w_t
+    (+ 1 on padding, so that β̂ = 1 at the last real step); all masking is done
+    on the inputs, outside the loop.
+    """
+    real_c = cs > 0 if valid is None else valid & (cs > 0)
+    inverse_c = jnp.where(real_c, 1.0 / jnp.where(real_c, cs, 1.0), 0.0)  # 0 on padding
+    per_step = {"b": b, "inverse_c": inverse_c}
+    if valid is not None:
+        per_step["padding"] = (~valid).astype(b.dtype)
 
     def step(beta, inputs):
-        # beta = β̂_t; returns β̂_{t-1} and w_t = b_t ⊙ β̂_t / c_t (0 on padding).
+        # beta = β̂_t; returns β̂_{t-1} and w_t.
         a_t = inputs.get("transition", a)
-        valid_t = inputs.get("valid")
-        w = keep_real(valid_t, _safe_divide(inputs["b"] * beta, inputs["c"]), 0.0)
-        previous = keep_real(valid_t, jnp.sum(a_t * w[None, :], axis=1), 1.0)
+        w = inputs["b"] * beta * inputs["inverse_c"]
+        previous = jnp.sum(a_t * w[None, :], axis=1)
+        if "padding" in inputs:
+            previous = previous + inputs["padding"]
         return previous, (previous, w)
 
-    xs = step_inputs({"b": b, "c": cs}, valid, a if a.ndim == 3 else None)
+    xs = step_inputs(per_step, None, a if a.ndim == 3 else None)
     ones = jnp.ones_like(alphas[0])
     _, (betas, ws) = jax.lax.scan(step, ones, xs, reverse=True)
     betas = jnp.concatenate([betas, ones[None]], axis=0)  # β̂_0 .. β̂_{T-1}

@@ -1,0 +1,189 @@
+"""Gaussian HMM (Baum–Welch): jaxem vs hmmlearn and dynamax, side by side in one run.
+
+Gaussian emissions, K=8 states, D=4, full covariances, on data simulated from
+a random HMM: one sequence of T=100,000 steps, and 2,000 sequences of T=100.
+All three start from the same parameters (jaxem's k-means++ initialisation).
+
+- seconds per Baum–Welch iteration at a fixed count, as the difference of two
+  runs of different lengths (fixed costs cancel); jaxem in float64 and float32,
+  hmmlearn (implementation="scaling", its faster one) and dynamax `fit_em`
+  (float64; its own Python loop over a jitted step);
+- time to convergence for jaxem and hmmlearn under the same rule (hmmlearn's
+  default tol=1e-2 on the total log-likelihood; jaxem's tol is per observation,
+  so it gets 1e-2 / number of steps); dynamax's `fit_em` has no tolerance;
+- jaxem's compile time (first call minus a repeated call).
+
+Run (dynamax brings tfp-nightly, so keep it out of your main environment):
+    python -m venv /tmp/bench && /tmp/bench/bin/pip install -e ".[bench]"
+    /tmp/bench/bin/python benchmarks/hmm_vs_hmmlearn_dynamax.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+import jaxem as em  # noqa: E402
+
+try:
+    from hmmlearn import hmm as hmmlearn_hmm
+except ImportError as err:  # pragma: no cover
+    raise SystemExit("this benchmark needs hmmlearn: pip install -e '.[bench]'") from err
+try:
+    from dynamax.hidden_markov_model import GaussianHMM as DynamaxGaussianHMM
+except ImportError:  # pragma: no cover
+    DynamaxGaussianHMM = None
+
+
+def timed(fn, repeats: int = 1) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def per_iteration(run, short: int, long: int, repeats: int) -> float:
+    """(time of `long` iterations - time of `short`) / (long - short), compiled beforehand."""
+    jax.block_until_ready((run(short), run(long)))
+    return (timed(lambda: run(long), repeats) - timed(lambda: run(short), repeats)) / (long - short)
+
+
+def cast_floats(tree, dtype):
+    """Floating leaves to `dtype`; integer leaves (sequence lengths) unchanged."""
+    return jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a, tree)
+
+
+def simulate(num_sequences: int, length: int, k: int, dim: int, seed: int = 0) -> np.ndarray:
+    """(B, T, D) observations from a random sticky Gaussian HMM."""
+    model = em.models.gaussian_hmm(k, "full")
+    key = jax.random.PRNGKey(seed)
+    kp, ks = jax.random.split(key)
+    k1, k2, k3 = jax.random.split(kp, 3)
+    transition = 0.8 * jnp.eye(k) + 0.2 * jax.random.dirichlet(k1, jnp.ones(k), (k,))
+    means = 3.0 * jax.random.normal(k2, (k, dim))
+    a = jax.random.normal(k3, (k, dim, dim)) * 0.3
+    covariances = a @ jnp.swapaxes(a, -1, -2) + 0.5 * jnp.eye(dim)
+    params = em.models.GaussianHMMParams(jnp.full(k, 1.0 / k), transition, means, covariances)
+    keys = jax.random.split(ks, num_sequences)
+    x = jax.vmap(lambda kk: model.sample(kk, params, length)[0])(keys)
+    return np.asarray(x)
+
+
+def hmmlearn_model(params, n_iter, tol):
+    k = params.means.shape[0]
+    model = hmmlearn_hmm.GaussianHMM(n_components=k, covariance_type="full", n_iter=n_iter, tol=tol,
+                                     init_params="", params="stmc", implementation="scaling")
+    model.startprob_ = np.asarray(params.initial, np.float64)
+    model.transmat_ = np.asarray(params.transition, np.float64)
+    model.means_ = np.asarray(params.means, np.float64)
+    model.covars_ = np.asarray(params.covariances, np.float64)
+    return model
+
+
+def bench(name, x64, short, long, repeats):
+    b, t, dim = x64.shape
+    k = 8
+    model = em.models.gaussian_hmm(k, "full")
+    lengths = np.full(b, t)
+    data64 = x64[0] if b == 1 else em.Sequences(jnp.asarray(x64), jnp.asarray(lengths))
+    params64 = model.init(jax.random.PRNGKey(0), data64)
+    n_steps = b * t
+    row = dict(name=name)
+    for dtype in (jnp.float64, jnp.float32):
+        data, params = cast_floats((data64, params64), dtype)
+
+        def run(max_iter, tol=0.0, data=data, params=params):
+            return em.fit(model, data, params, max_iter=max_iter, tol=tol)
+
+        first = timed(lambda run=run: run(long))
+        compile_s = first - timed(lambda run=run: run(long))
+        it = per_iteration(run, short, long, repeats)
+        conv = timed(lambda run=run: run(1000, 1e-2 / n_steps), repeats=2)
+        res = run(1000, 1e-2 / n_steps)
+        row[dtype.__name__] = dict(it=it, compile=compile_s, conv=conv, iters=int(res.num_iters),
+                                   ll=float(res.log_likelihood) / n_steps)
+    x_flat = x64.reshape(-1, dim)
+
+    def hl(n_iter, tol):
+        m = hmmlearn_model(params64, n_iter, tol)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m.fit(x_flat, lengths)
+        return m
+
+    row["hmmlearn_it"] = per_iteration(lambda n: hl(n, -np.inf), short, long, 1)
+    start = time.perf_counter()
+    m = hl(1000, 1e-2)
+    row["hmmlearn_conv"] = time.perf_counter() - start
+    row["hmmlearn_iters"] = m.monitor_.iter
+    row["hmmlearn_ll"] = m.monitor_.history[-1] / n_steps
+    if DynamaxGaussianHMM is not None:
+        dmodel = DynamaxGaussianHMM(k, dim)
+        dparams, props = dmodel.initialize(
+            initial_probs=params64.initial, transition_matrix=params64.transition,
+            emission_means=params64.means, emission_covariances=params64.covariances)
+        emissions = jnp.asarray(x64[0] if b == 1 else x64)
+
+        def dyn(n):
+            return dmodel.fit_em(dparams, props, emissions, num_iters=n, verbose=False)[1]
+
+        dyn(short)
+        dyn(long)  # compile (fit_em jits one EM step; both lengths share it)
+        row["dynamax_it"] = per_iteration(dyn, short, long, repeats)
+    return row
+
+
+def report(rows) -> str:
+    import hmmlearn
+
+    lines = [
+        f"Machine: {platform.machine()}, jax {jax.__version__} ({jax.default_backend()}), "
+        f"hmmlearn {hmmlearn.__version__}"
+        + (f", dynamax {__import__('dynamax').__version__}" if DynamaxGaussianHMM else ", dynamax missing"),
+        "",
+        "| configuration | dtype | jaxem s/iter | hmmlearn s/iter | ratio | dynamax s/iter | ratio "
+        "| jaxem to conv. (iters) | hmmlearn to conv. (iters) | ratio | compile s "
+        "| ll/step jaxem vs hmmlearn |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for dtype in ("float64", "float32"):
+            j = r[dtype]
+            dyn = r.get("dynamax_it")
+            dyn_cells = f"{dyn:.4g} | {dyn / j['it']:.1f}x" if dyn else "– | –"
+            lines.append(
+                f"| {r['name']} | {dtype} | {j['it']:.4g} | {r['hmmlearn_it']:.4g} "
+                f"| {r['hmmlearn_it'] / j['it']:.1f}x | {dyn_cells} | {j['conv']:.3g} s ({j['iters']}) "
+                f"| {r['hmmlearn_conv']:.3g} s ({r['hmmlearn_iters']}) "
+                f"| {r['hmmlearn_conv'] / j['conv']:.1f}x "
+                f"| {j['compile']:.2f} | {j['ll']:.5f} vs {r['hmmlearn_ll']:.5f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        rows = [bench("1 x T=2,000", simulate(1, 2_000, 8, 4), 3, 8, 1),
+                bench("50 x T=100", simulate(50, 100, 8, 4), 3, 8, 1)]
+    else:
+        rows = [bench("1 x T=100,000", simulate(1, 100_000, 8, 4), 5, 20, 2),
+                bench("2,000 x T=100", simulate(2_000, 100, 8, 4), 5, 20, 2)]
+    print(report(rows))
+
+
+if __name__ == "__main__":
+    main()
