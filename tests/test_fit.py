@@ -224,6 +224,11 @@ def test_vmap_over_params0_equals_a_loop(seed):
     for i, params0 in enumerate(singles):
         alone = em.fit(MIX1D_CF_MODEL, data, params0, max_iter=MIX1D_ITERS, tol=1e-4)
         row = jax.tree_util.tree_map(lambda leaf, i=i: np.asarray(leaf)[i], together)
+        if not (bool(alone.finite) and bool(row.finite)):
+            # A restart that breaks down (a component collapsing onto one point) stops at a
+            # rounding-dependent iterate; both programs must flag it, and nothing else is compared.
+            assert not bool(alone.finite) and not bool(row.finite)
+            continue
         # NaN-padded histories compare equal where both are NaN.
         _leaves_equal(row._replace(params=None), alone._replace(params=None), rtol=1e-9, atol=1e-12)
         # Parameters on a well-conditioned scale: the weights, and the location and scale of every
