@@ -13,6 +13,7 @@ The plot needs matplotlib; without it the example says so and skips the plot.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import jax
@@ -31,13 +32,15 @@ TRUTH = jaxem.models.CategoricalHMMParams(
 )
 
 
-def main(argv=None) -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Run the example; `argv` are command-line arguments (none: the defaults).
+    Returns the fitted parameters (fair state first) and the decoding accuracies."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rolls", type=int, default=3000, help="number of rolls to simulate")
     parser.add_argument("--restarts", type=int, default=8, help="random starting points")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", metavar="PNG", help="save a plot of the decoded dice to this file")
-    args = parser.parse_args(argv)
+    args = parser.parse_args([] if argv is None else argv)
     jax.config.update("jax_enable_x64", True)
 
     model = jaxem.models.categorical_hmm(num_states=2, num_symbols=6)
@@ -73,12 +76,15 @@ def main(argv=None) -> None:
         print(f"P(face 1..6), {name} die")
         print("  true  ", TRUTH.emission[state].round(3).tolist())
         print("  fitted", params.emission[state].round(3).tolist())
+    viterbi_accuracy = float(np.mean(path == dice))
+    posterior_accuracy = float(np.mean((posterior_loaded > 0.5) == (dice == LOADED)))
     print(f"Viterbi path (log p = {float(path_log_prob):.2f}) matches the true dice on "
-          f"{np.mean(path == dice):.1%} of rolls; posterior decoding on "
-          f"{np.mean((posterior_loaded > 0.5) == (dice == LOADED)):.1%}")
+          f"{viterbi_accuracy:.1%} of rolls; posterior decoding on {posterior_accuracy:.1%}")
 
     if args.plot:
         plot(args.plot, np.asarray(rolls), dice, path, posterior_loaded)
+    return {"params": params, "log_likelihood": float(fitted.best.log_likelihood),
+            "viterbi_accuracy": viterbi_accuracy, "posterior_accuracy": posterior_accuracy}
 
 
 def plot(filename: str, rolls, dice, path, posterior_loaded, window: int = 400) -> None:
@@ -108,4 +114,4 @@ def plot(filename: str, rolls, dice, path, posterior_loaded, window: int = 400) 
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import jaxem
 from jaxem.structures.chain import ChainTables, chain_log_partition
+from jaxem.structures.chain_batched import log_partitions_scaled_batch
 from jaxem.structures.chain_decoding import sample_chain, sample_posterior, viterbi
 from jaxem.structures.chain_sequential import log_partition_scaled, scaled_forward
 
@@ -110,9 +111,9 @@ def test_viterbi_equals_enumeration(time_varying, seed, length):
 
 
 def test_explicit_backward_equals_autodiff():
-    """The custom VJP of the scaled recursion equals JAX's derivative of the same
-    forward pass and of the log-space recursion, for a cotangent != 1, with padding,
-    under vmap."""
+    """The custom VJPs of the scaled recursion (one chain under vmap, and the time-major
+    batch) equal JAX's derivative of the same forward pass and of the log-space
+    recursion, for per-sequence cotangents != 1, with padding."""
     rng = np.random.default_rng(0)
     num_states, num_steps = 4, 40
     tables = ChainTables(
@@ -120,22 +121,28 @@ def test_explicit_backward_equals_autodiff():
         jnp.asarray(rng.normal(size=(num_states, num_states))),
         jnp.asarray(3.0 * rng.normal(size=(5, num_steps, num_states))),
     )
-    lengths = jnp.array([40, 1, 17, 39, 2])
+    lengths = np.array([40, 1, 17, 39, 2])
+    weights = np.linspace(0.5, 2.5, 5)
 
     def total(fn):
         def f(t):
             per = jax.vmap(lambda e, n: fn(t.initial, t.transition, e, n))(t.emission, lengths)
-            return jnp.sum(jnp.linspace(0.5, 2.5, 5) * per)
+            return jnp.sum(weights * per)
         return f
 
-    explicit, autodiff, logspace = jax.jit(lambda t: (
+    def batch(t):
+        return jnp.sum(weights * log_partitions_scaled_batch(*t, lengths))
+
+    explicit, batched, autodiff, logspace = jax.jit(lambda t: (
         jax.grad(total(log_partition_scaled))(t),
+        jax.grad(batch)(t),
         jax.grad(total(lambda *a: scaled_forward(*a)[0]))(t),
         jax.grad(total(jaxem.structures.chain_sequential.log_partition_log))(t),
     ))(tables)
-    for a, b, c in zip(explicit, autodiff, logspace, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-10)
-        np.testing.assert_allclose(a, c, atol=1e-10)
+    for a, b, c, d in zip(explicit, batched, autodiff, logspace, strict=True):
+        np.testing.assert_allclose(a, d, atol=1e-10)
+        np.testing.assert_allclose(b, d, atol=1e-10)
+        np.testing.assert_allclose(c, d, atol=1e-10)
 
 
 def test_parallel_equals_sequential_with_padding():
@@ -159,6 +166,27 @@ def test_parallel_equals_sequential_with_padding():
     assert np.all(np.asarray(grads.emission)[1, 6:] == 0) and np.all(np.asarray(grads.emission)[2, 1:] == 0)
 
 
+def test_batch_with_per_sequence_tables_equals_enumeration():
+    """Batched tables may differ per sequence: initial (B, K) and time-varying
+    transitions (B, T-1, K, K); counts are then per sequence and equal enumeration."""
+    pieces = [random_tables(100 + b, time_varying=True, num_steps=5) for b in range(3)]
+    tables = ChainTables(*(np.stack([getattr(p, f) for p in pieces]) for f in ChainTables._fields))
+    lengths = np.array([5, 2, 4])
+
+    def all_algorithms(t, n):  # "parallel" shares the vmapped batch code with "log"
+        return {a: jax.value_and_grad(lambda u, a=a: chain_log_partition(u, n, True, a))(t)
+                for a in ("scaled", "log")}
+
+    results = jax.jit(all_algorithms)(tables, lengths)
+    expected = [enumerate_paths(p, n) for p, n in zip(pieces, lengths, strict=True)]
+    for value, grads in results.values():
+        np.testing.assert_allclose(value, sum(e[0] for e in expected), rtol=1e-12)
+        for b, (_, gamma, xi, *_rest) in enumerate(expected):
+            np.testing.assert_allclose(grads.emission[b], gamma, atol=1e-10)
+            np.testing.assert_allclose(grads.initial[b], gamma[0], atol=1e-10)
+            np.testing.assert_allclose(grads.transition[b], xi, atol=1e-10)
+
+
 def _iid_chain(rng, num_steps, num_states, scale):
     """Tables of a chain whose every transition row is the initial distribution π (so it
     is a mixture), with the closed forms log Z = Σ_t logsumexp_k(log π_k + ε_tk) and
@@ -172,8 +200,8 @@ def _iid_chain(rng, num_steps, num_states, scale):
 
 
 def test_long_chain_is_finite_and_exact():
-    """T = 20,000 steps, K = 100 states: the scaled recursion is finite and exact."""
-    num_steps, num_states = 20_000, 100
+    """T = 100,000 steps, K = 100 states: the scaled recursion is finite and exact."""
+    num_steps, num_states = 100_000, 100
     tables, exact, gamma = _iid_chain(np.random.default_rng(2), num_steps, num_states, 5.0)
     value, grads = jax.jit(jax.value_and_grad(lambda t: chain_log_partition(t, num_steps, False)))(
         jax.tree_util.tree_map(jnp.asarray, tables))

@@ -26,10 +26,11 @@ log-likelihood is the sum over sequences, the counts are summed over sequences,
 and padding contributes nothing anywhere.
 
 Algorithms for A and its gradient (`algorithm=`): "scaled" (default: scaled
-forward scan with an explicit backward pass), "log" (log-space scan,
-differentiated by JAX; the robust choice for extreme potentials) and "parallel"
-(an associative reduction in O(log T) depth for long sequences on accelerators).
-See `chain_sequential` and `chain_parallel`.
+forward scan with an explicit backward pass; a batch sharing its initial and
+transition tables runs as one time-major scan, `chain_batched`), "log"
+(log-space scan, differentiated by JAX; the robust choice for extreme
+potentials) and "parallel" (an associative reduction in O(log T) depth for long
+sequences on accelerators). See `chain_sequential` and `chain_parallel`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxem.structures.chain_batched import log_partitions_scaled_batch
 from jaxem.structures.chain_decoding import sample_posterior, viterbi
 from jaxem.structures.chain_parallel import log_partition_parallel
 from jaxem.structures.chain_sequential import log_partition_log, log_partition_scaled
@@ -104,10 +106,16 @@ def chain_log_partition(tables: ChainTables, lengths, batched: bool, algorithm: 
 
 
 def sequence_log_partitions(tables: ChainTables, lengths, batched: bool, algorithm: str = "scaled"):
-    """A(φ) per sequence: (B,) for a batch, a scalar for one sequence."""
+    """A(φ) per sequence: (B,) for a batch, a scalar for one sequence.
+
+    A batch with shared homogeneous tables and the "scaled" algorithm runs as one
+    time-major scan (`chain_batched`); other batches vmap the one-chain recursion.
+    """
     fn = ALGORITHMS[algorithm]
     if not batched:
         return fn(tables.initial, tables.transition, tables.emission, lengths)
+    if algorithm == "scaled" and tables.initial.ndim == 1 and tables.transition.ndim == 2:
+        return log_partitions_scaled_batch(*tables, lengths)
     return jax.vmap(fn, in_axes=(*_batch_axes(tables), 0))(*tables, lengths)
 
 
