@@ -174,6 +174,18 @@ class GaussianFamily:
                "spherical": num_components, "tied": dim * (dim + 1) // 2}
         return per[self.covariance_type]
 
+    def full_covariances(self, covariances: jax.Array, num_components: int, dim: int) -> jax.Array:
+        """Covariances of this type as (K, D, D) matrices (e.g. for sampling)."""
+        eye = jnp.eye(dim, dtype=covariances.dtype)
+        kind = self.covariance_type
+        if kind == "full":
+            return covariances
+        if kind == "tied":
+            return jnp.broadcast_to(covariances, (num_components, dim, dim))
+        if kind == "diag":
+            return covariances[:, :, None] * eye
+        return covariances[:, None, None] * eye
+
     def covariance_shape(self, num_components: int, dim: int) -> tuple:
         return {"full": (num_components, dim, dim), "diag": (num_components, dim),
                 "spherical": (num_components,), "tied": (dim, dim)}[self.covariance_type]

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 
 from jaxem.distributions.gaussian import GaussianFamily
 from jaxem.init import INIT_METHODS, initial_responsibilities
-from jaxem.models.gaussian_mixture import _full_covariances
 from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
     check_concentration,
@@ -161,7 +160,7 @@ class GaussianHMM(ProbabilityChainMixin, ChainStructure):
         key_z, key_x = jax.random.split(key)
         z = self.sample_states(key_z, params, num_steps)
         dim = params.means.shape[-1]
-        cov = _full_covariances(self.covariance_type, params.covariances, self.num_states, dim)
+        cov = self.family.full_covariances(params.covariances, self.num_states, dim)
         chol = jnp.linalg.cholesky(cov)[z]
         eps = jax.random.normal(key_x, (num_steps, dim), params.means.dtype)
         return params.means[z] + jnp.einsum("tij,tj->ti", chol, eps), z

@@ -284,7 +284,7 @@ class GaussianMixtureModel(MixtureStructure):
         key_z, key_x = jax.random.split(key)
         z = jax.random.categorical(key_z, jnp.log(params.weights), shape=(num_samples,))
         dim = params.means.shape[-1]
-        cov = _full_covariances(self.covariance_type, params.covariances, self.num_components, dim)
+        cov = self.family.full_covariances(params.covariances, self.num_components, dim)
         chol = jnp.linalg.cholesky(cov)[z]
         eps = jax.random.normal(key_x, (num_samples, dim), params.means.dtype)
         return params.means[z] + jnp.einsum("nij,nj->ni", chol, eps), z
@@ -294,18 +294,6 @@ class GaussianMixtureModel(MixtureStructure):
 def _init_compiled(model: GaussianMixtureModel, key, data, method: str) -> GaussianMixtureParams:
     resp = initial_responsibilities(key, data, model.num_components, method)
     return model.from_responsibilities(resp.astype(jnp.result_type(data)), data)
-
-
-def _full_covariances(kind: str, covariances: jax.Array, k: int, dim: int) -> jax.Array:
-    """Any covariance type as (K, D, D) matrices."""
-    eye = jnp.eye(dim, dtype=covariances.dtype)
-    if kind == "full":
-        return covariances
-    if kind == "tied":
-        return jnp.broadcast_to(covariances, (k, dim, dim))
-    if kind == "diag":
-        return covariances[:, :, None] * eye
-    return covariances[:, None, None] * eye
 
 
 def gaussian_mixture(num_components: int, covariance_type: str = "full",
