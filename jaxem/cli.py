@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="number of components (HMM: states) (default 2)")
     fit.add_argument("--covariance", choices=COVARIANCE_CHOICES, default="full",
                      help="covariance type (default full)")
-    fit.add_argument("--save", metavar="NPZ", help="save the fitted parameters to a .npz file")
+    fit.add_argument("--save", metavar="NPZ",
+                     help="save the best fit (parameters, history, settings) to a .npz file; "
+                     "read it back with jaxem.io.load_result")
     fit.set_defaults(handler=_run_fit)
 
     select = commands.add_parser(
@@ -258,8 +260,8 @@ def _run_fit(args: argparse.Namespace) -> int:
     else:
         print(format_fit(fit, table, settings))
     if args.save:
-        save_npz(args.save, fit, table)
-        _note(args, f"saved the parameters to {args.save}")
+        saved = save_npz(args.save, fit, table, settings)
+        _note(args, f"saved the parameters to {saved} (read it with jaxem.io.load_result)")
     if args.plot:
         from jaxem.cli_plot import plot_fit
 

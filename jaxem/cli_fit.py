@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,9 @@ class ModelFit(NamedTuple):
     responsibilities: (N, K) posterior marginals p(z_n = k | x) at the fit.
     restart_*: (R,) every restart's final log-likelihood (NaN if it failed),
       iterations and convergence; restart_history (R, max_iter), NaN-padded.
+    result: the best restart's `jaxem.FitResult` as NumPy arrays (params as the
+      model's NamedTuple, history NaN-padded to max_iter): what `--save` writes
+      with `jaxem.io.save_result`. None when the fit was built by hand.
     """
 
     model: str
@@ -71,6 +74,7 @@ class ModelFit(NamedTuple):
     restart_num_iters: np.ndarray
     restart_converged: np.ndarray
     restart_history: np.ndarray
+    result: Any = None
 
     @property
     def means(self) -> np.ndarray:
@@ -161,6 +165,7 @@ def fit_model(values: np.ndarray, kind: str, num_states: int, covariance_type: s
         restart_num_iters=np.asarray(result.restarts.num_iters),
         restart_converged=np.asarray(result.restarts.converged),
         restart_history=np.asarray(result.restarts.history),
+        result=best,
     )
 
 

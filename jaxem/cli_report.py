@@ -1,10 +1,17 @@
 """What the command line prints and saves: the text summary, JSON and `.npz`.
 
 JSON has no NaN or infinity: such numbers are written as `null`. The `.npz`
-file of `jaxem fit --save` holds the parameters under their names
-(`weights`/`initial`, `transition`, `means`, `covariances`) plus `model`,
-`covariance_type`, `log_likelihood`, `bic`, `aic`, `icl`, `num_iters`,
-`converged`, `history` and `columns`.
+file of `jaxem fit --save` is written by `jaxem.io.save_result`, so
+`jaxem.io.load_result(path)` reads it back as `(result, settings)`:
+
+  result     the best restart's `jaxem.FitResult`: `params` (a
+             `GaussianMixtureParams` or `GaussianHMMParams`), `log_likelihood`,
+             `history` (NaN-padded to --max-iter), `num_iters`, `converged`, `finite`
+  settings   the command-line options (`components`, `covariance`, `restarts`,
+             `seed`, `init`, `strategy`, `max_iter`, `tol`, `reg_covar`), plus
+             `command`, `model`, `data` (source, shape, column names), `criteria`
+             (`log_likelihood`, `num_params`, `bic`, `aic`, `icl`), `best_restart`
+             and `restart_log_likelihoods` (NaN for a failed restart)
 """
 
 from __future__ import annotations
@@ -130,19 +137,24 @@ def format_fit(fit: ModelFit, table: Table, settings: dict) -> str:
     return "\n".join(lines)
 
 
-def save_npz(path: str, fit: ModelFit, table: Table) -> None:
-    """Write the fit to `path` (.npz); the keys are listed in the module docstring."""
-    with open(path, "wb") as f:
-        np.savez(
-            f,
-            **fit.params,
-            model=np.array(fit.model),
-            covariance_type=np.array(fit.covariance_type),
-            log_likelihood=np.array(fit.log_likelihood), bic=np.array(fit.bic),
-            aic=np.array(fit.aic), icl=np.array(fit.icl), num_iters=np.array(fit.num_iters),
-            converged=np.array(fit.converged), history=fit.history,
-            columns=np.array(table.columns),
-        )
+def save_npz(path: str, fit: ModelFit, table: Table, settings: dict) -> str:
+    """Write the fit to `path` with `jaxem.io.save_result` (contents: the module docstring);
+    returns the path written."""
+    from jaxem.io import save_result
+
+    if fit.result is None:
+        raise ValueError("fit: has no FitResult to save (ModelFit.result is None).")
+    saved_settings = {
+        "command": "fit",
+        "model": fit.model,
+        **settings,
+        "data": data_json(table),
+        "criteria": {"log_likelihood": fit.log_likelihood, "num_params": fit.num_params,
+                     "bic": fit.bic, "aic": fit.aic, "icl": fit.icl},
+        "best_restart": fit.best_restart,
+        "restart_log_likelihoods": [float(v) for v in fit.restart_log_likelihood],
+    }
+    return save_result(path, fit.result, saved_settings)
 
 
 def format_selection(rows: list[dict], table: Table, settings: dict, model: str) -> str:

@@ -2,9 +2,10 @@
 
 Subprocesses (`python -m jaxem ...`, each one JAX import; they share one
 persistent compilation cache so the 272×2 two-component program compiles once):
-the default run, a CSV with a header (--json --save), a CSV without one, a .npy
-file, a bad file and a NaN row. Cheaper in-process checks (`jaxem.cli.main`)
-cover the file reader's messages, argument errors, `select` and `--plot`.
+the default run, a CSV with a header (--json --save, the saved file read back
+with `jaxem.io.load_result`), a CSV without one, a .npy file, a bad file and a NaN
+row. Cheaper in-process checks (`jaxem.cli.main`) cover the file reader's
+messages, argument errors, `select` and `--plot`.
 Every number the CLI prints is checked against scikit-learn's GaussianMixture
 (same parameters: log-likelihood, BIC, AIC, responsibilities for ICL) or a
 formula written out here.
@@ -27,6 +28,7 @@ from sklearn.mixture import GaussianMixture
 import jaxem
 from jaxem import cli, cli_fit, cli_report
 from jaxem.cli_data import DataFileError, read_table
+from jaxem.io import load_result
 
 REPO = Path(__file__).resolve().parents[1]
 FAITHFUL = jaxem.datasets.old_faithful()
@@ -140,14 +142,36 @@ def test_json_matches_sklearn_on_the_same_parameters(header_json, sklearn_optimu
 
 
 def test_save_round_trip(header_json, workdir):
-    saved = np.load(workdir / "fit.npz")
+    """`--save` writes a `jaxem.io` file: `load_result` gives back the best restart's FitResult
+    (parameters, NaN-padded history) and the settings, equal to what --json printed."""
+    result, settings = load_result(workdir / "fit.npz")
+    assert type(result) is jaxem.FitResult
+    assert type(result.params) is jaxem.models.GaussianMixtureParams
     for name in ("weights", "means", "covariances"):
-        np.testing.assert_allclose(saved[name], np.asarray(header_json["params"][name]), rtol=0, atol=1e-15)
-    for name in ("log_likelihood", "bic", "aic", "icl"):
-        assert float(saved[name]) == pytest.approx(header_json[name], abs=1e-12)
-    assert str(saved["covariance_type"]) == "full"
-    assert int(saved["num_iters"]) == header_json["num_iters"]
-    assert saved["columns"].tolist() == ["eruptions", "waiting"]
+        value = getattr(result.params, name)
+        assert value.dtype == np.float64
+        np.testing.assert_allclose(value, np.asarray(header_json["params"][name]), rtol=0, atol=1e-15)
+    assert float(result.log_likelihood) == pytest.approx(header_json["log_likelihood"], abs=1e-12)
+    assert int(result.num_iters) == header_json["num_iters"]
+    assert bool(result.converged) == header_json["converged"] and bool(result.finite)
+    max_iter = header_json["settings"]["max_iter"]
+    assert result.history.shape == (max_iter,)
+    np.testing.assert_allclose(result.history[: result.num_iters], header_json["history"], rtol=0, atol=1e-12)
+    assert np.all(np.isnan(result.history[result.num_iters:]))
+    # The settings: every command-line option as --json printed it, and the criteria.
+    for key, value in header_json["settings"].items():
+        assert settings[key] == value
+    assert settings["command"] == "fit" and settings["model"] == "gmm"
+    assert settings["data"] == header_json["data"]
+    assert settings["data"]["columns"] == ["eruptions", "waiting"]
+    for name in ("log_likelihood", "bic", "aic", "icl", "num_params"):
+        assert settings["criteria"][name] == pytest.approx(header_json[name], abs=1e-12)
+    assert settings["best_restart"] == header_json["best_restart"]
+    np.testing.assert_allclose(settings["restart_log_likelihoods"],
+                               header_json["restarts"]["log_likelihood"], rtol=0, atol=1e-12)
+    # The loaded parameters are a valid starting point: scikit-learn gives the same log-likelihood.
+    gm = sklearn_with(result.params._asdict(), "full")
+    assert float(result.log_likelihood) == pytest.approx(gm.score(FAITHFUL) * N, abs=1e-8)
 
 
 @pytest.mark.parametrize("name", ["plain.csv", "data.npy"])
