@@ -1,20 +1,21 @@
 """The EM loop: `fit` and its result, `FitResult`.
 
-One iteration maps θ_i to θ_{i+1} = M(θ_i, E(θ_i)) and evaluates the objective
+EM maps θ_i to θ_{i+1} = M(θ_i, E(θ_i)), and the E-step at θ_i also gives the
+objective
 
-    ℓ(θ) = log p(x | θ) [+ log_prior(θ)]
+    ℓ(θ_i) = log p(x | θ_i) [+ log_prior(θ_i)].
 
-at the new parameters (the E-step that the next M-step needs computes it for
-free). The loop is a single `lax.while_loop` with fixed-shape state: no Python
-loop, no host transfer and no recompilation per iteration. It stops when
+The loop is a single `lax.while_loop` with fixed-shape state: no Python loop,
+no host transfer and no recompilation per iteration. Each pass evaluates one
+iterate (one E-step) and then either stops or takes the M-step, so the E-step
+and the M-step are each compiled once. It stops at θ_T when
 
-    |ℓ(θ_{i+1}) - ℓ(θ_i)| < tol · N      (N = number of observations)
+    |ℓ(θ_T) - ℓ(θ_{T-1})| < tol · N      (N = number of observations)
 
 i.e. when the mean per-observation objective changes by less than `tol`, the
-convention of scikit-learn's GaussianMixture; or after `max_iter` M-steps; or
-when an iteration produces a non-finite objective or parameters, in which case
-the last finite iterate is kept and `FitResult.finite` is False.
-"""
+convention of scikit-learn's GaussianMixture; or when T = `max_iter`; or when
+an iterate has a non-finite objective or parameters, in which case the last
+finite iterate is kept and `FitResult.finite` is False."""
 
 from __future__ import annotations
 
@@ -58,13 +59,17 @@ class FitResult(NamedTuple):
 
 
 class _LoopState(NamedTuple):
+    """The loop evaluates `candidate` = θ_i; `params`/`objective` are the last
+    finite iterate θ_{i-1} and ℓ(θ_{i-1}) (θ_0 and NaN before the first pass)."""
+
+    candidate: Any
     params: Any
-    posterior: Any
     objective: jax.Array
     history: jax.Array
     num_iters: jax.Array
     converged: jax.Array
     finite: jax.Array
+    done: jax.Array
 
 
 def fit(
@@ -123,56 +128,64 @@ def _fit_compiled(model, data, params0, m_step, log_prior, max_iter, tol):
 
 def run_em(model, data, params0, m_step, log_prior, history_len, budget, tol) -> FitResult:
     """The traced EM loop (no input checks): at most `budget` M-steps, which may
-    be a traced integer <= `history_len` (the static length of the history)."""
+    be a traced integer <= `history_len` (the static length of the history).
+
+    Each pass of the loop evaluates one iterate θ_i (one E-step, which gives
+    ℓ(θ_i) and the posterior), decides whether to stop, and only if not takes
+    the M-step θ_{i+1} = M(θ_i, E(θ_i)) (under `lax.cond`). So the E-step and
+    the M-step each appear once in the compiled program.
+    """
     scale = jnp.asarray(model.num_observations(data))
 
-    def objective_of(params, posterior):
+    def evaluate(params):
+        posterior = model.e_step(params, data)
         value = posterior.log_likelihood
         if log_prior is not None:
             value = value + log_prior(params)
-        return value
+        return posterior, value
 
-    posterior0 = model.e_step(params0, data)
-    objective0 = objective_of(params0, posterior0)
-    dtype = jnp.result_type(objective0)
+    def m_step_of(params, posterior):
+        new = m_step.update(model, params, posterior, data, log_prior)
+        # An M-step that promotes dtypes (float32 in, float64 out) keeps the caller's.
+        return jax.tree_util.tree_map(lambda n, o: jnp.asarray(n, jnp.result_type(o)), new, params)
+
+    dtype = jnp.result_type(jax.eval_shape(evaluate, params0)[1])
     state = _LoopState(
+        candidate=params0,
         params=params0,
-        posterior=posterior0,
-        objective=objective0,
+        objective=jnp.full((), jnp.nan, dtype),
         history=jnp.full((history_len,), jnp.nan, dtype),
-        num_iters=jnp.zeros((), jnp.int32),
+        num_iters=jnp.full((), -1, jnp.int32),  # M-steps behind the last finite iterate
         converged=jnp.zeros((), bool),
-        finite=jnp.isfinite(objective0) & all_finite(params0),
+        finite=jnp.ones((), bool),
+        done=jnp.zeros((), bool),
     )
 
-    def keep_going(s: _LoopState):
-        return (s.num_iters < budget) & ~s.converged & s.finite
-
     def iteration(s: _LoopState) -> _LoopState:
-        params = m_step.update(model, s.params, s.posterior, data, log_prior)
-        # An M-step that promotes dtypes (float32 in, float64 out) keeps the caller's.
-        params = jax.tree_util.tree_map(lambda new, old: jnp.asarray(new, jnp.result_type(old)),
-                                        params, s.params)
-        posterior = model.e_step(params, data)
-        objective = objective_of(params, posterior)
-        finite = jnp.isfinite(objective) & all_finite(params)
-        # With history_len = 0 the body never runs, but it is still traced, and jax refuses to
-        # index an axis of size 0.
-        history = s.history.at[s.num_iters].set(s.objective) if history_len else s.history
-        # A non-finite iterate is never returned: keep the last finite one.
-        pick = functools.partial(select, finite)
-        change = jnp.abs(objective - s.objective)
-        return _LoopState(
-            params=pick(params, s.params),
-            posterior=pick(posterior, s.posterior),
-            objective=jnp.where(finite, objective, s.objective),
-            history=jnp.where(finite, history, s.history),
-            num_iters=s.num_iters + finite.astype(jnp.int32),
-            converged=finite & (change < tol * scale),
-            finite=finite,
-        )
+        i = s.num_iters + 1  # the candidate is θ_i
+        posterior, objective = evaluate(s.candidate)
+        finite = jnp.isfinite(objective) & all_finite(s.candidate)
+        first = i == 0
+        # A non-finite θ_0 is still returned (with finite=False); a later one never is.
+        accept = finite | first
+        converged = finite & ~first & (jnp.abs(objective - s.objective) < tol * scale)
+        done = ~finite | converged | (i >= budget)
+        params = select(accept, s.candidate, s.params)
+        objective = jnp.where(accept, objective, s.objective)
+        num_iters = jnp.where(accept, i, s.num_iters)
+        history = s.history
+        # (With history_len = 0 there is nothing to record, and jax refuses to index an axis of
+        # size 0.)
+        # history[j] = ℓ(θ_j) for j < num_iters: record ℓ(θ_i) when an M-step follows; when θ_i
+        # is rejected, θ_{i-1} becomes the result and its entry goes back to NaN.
+        if history_len:
+            index = jnp.where(accept, i, i - 1)
+            value = jnp.where(accept & ~done, objective, jnp.nan)
+            history = history.at[index].set(value, mode="drop")
+        candidate = jax.lax.cond(done, lambda: params, lambda: m_step_of(params, posterior))
+        return _LoopState(candidate, params, objective, history, num_iters, converged, finite, done)
 
-    final = jax.lax.while_loop(keep_going, iteration, state)
+    final = jax.lax.while_loop(lambda s: ~s.done, iteration, state)
     return FitResult(
         params=final.params,
         log_likelihood=final.objective,
@@ -181,4 +194,3 @@ def run_em(model, data, params0, m_step, log_prior, history_len, budget, tol) ->
         converged=final.converged,
         finite=final.finite,
     )
-
