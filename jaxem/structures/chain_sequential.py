@@ -144,20 +144,20 @@ def scaled_forward(initial, transition, emission, length):
     if valid is not None:  # finite inputs on padding, whatever the padded data
         b = jnp.where(valid[:, None], b, 1.0)
     first = p0 * b[0]
-    c0 = jnp.sum(first)
-    alpha0 = _safe_divide(first, c0)
+    alpha0 = _safe_divide(first, jnp.sum(first))
 
     def step(alpha, inputs):
+        # Only the unnormalised u_t = (α̂_{t-1}ᵀ A) ⊙ b_t leaves the loop: c_t and α̂_t are
+        # recomputed from it outside, at once for all t (fewer kernels per step).
         a_t = inputs.get("transition", a)
         unnormalised = jnp.sum(alpha[:, None] * a_t, axis=0) * inputs["b"]
-        c = jnp.sum(unnormalised)
-        new = _safe_divide(unnormalised, c)
-        return new, (new, c)
+        return _safe_divide(unnormalised, jnp.sum(unnormalised)), unnormalised
 
     xs = step_inputs({"b": b}, None, a if a.ndim == 3 else None)
-    _, (alphas, cs) = jax.lax.scan(step, alpha0, xs)
-    alphas = jnp.concatenate([alpha0[None], alphas], axis=0)
-    cs = jnp.concatenate([c0[None], cs], axis=0)
+    _, unnormalised = jax.lax.scan(step, alpha0, xs)
+    unnormalised = jnp.concatenate([first[None], unnormalised], axis=0)
+    cs = jnp.sum(unnormalised, axis=1)
+    alphas = _safe_divide(unnormalised, cs[:, None])
     value = masked_sum(safe_log(cs), valid) + shift
     return value, alphas, cs, a, b
 
@@ -176,18 +176,18 @@ def _scaled_backward(alphas, cs, a, b, valid):
         per_step["padding"] = (~valid).astype(b.dtype)
 
     def step(beta, inputs):
-        # beta = β̂_t; returns β̂_{t-1} and w_t.
+        # beta = β̂_t; returns β̂_{t-1} (w_t is recomputed outside, at once for all t).
         a_t = inputs.get("transition", a)
-        w = inputs["b"] * beta * inputs["inverse_c"]
-        previous = jnp.sum(a_t * w[None, :], axis=1)
+        previous = jnp.sum(a_t * (inputs["b"] * beta * inputs["inverse_c"])[None, :], axis=1)
         if "padding" in inputs:
             previous = previous + inputs["padding"]
-        return previous, (previous, w)
+        return previous, previous
 
     xs = step_inputs(per_step, None, a if a.ndim == 3 else None)
     ones = jnp.ones_like(alphas[0])
-    _, (betas, ws) = jax.lax.scan(step, ones, xs, reverse=True)
+    _, betas = jax.lax.scan(step, ones, xs, reverse=True)
     betas = jnp.concatenate([betas, ones[None]], axis=0)  # β̂_0 .. β̂_{T-1}
+    ws = (b * betas * inverse_c[:, None])[1:]  # w_1 .. w_{T-1}
     gamma = alphas * betas
     if valid is not None:
         gamma = jnp.where(valid[:, None], gamma, 0.0)
