@@ -10,10 +10,10 @@ PRNG keys, and `jaxem.fit_restarts` fits all of them at once:
     result = jaxem.fit_restarts(model, x, params0, strategy="exhaustive")
     result.best, result.best_index, result.restarts                          # restarts: leaves (R, ...)
 
-`strategy="exhaustive"` runs every restart to convergence and equals a Python
-loop of `jaxem.fit`; the default `"emem"` gives every restart a few
+`strategy="exhaustive"` (the default) runs every restart to convergence and
+equals a Python loop of `jaxem.fit`; `strategy="emem"` gives every restart a few
 iterations and continues only the best eighth, which costs less when restarts
-converge at different speeds.
+converge at different speeds but may miss the best optimum.
 
 Data: 600 points from four 2-D Gaussians (two of them close together), fitted
 with K = 4 from 16 starts seeded by random data points, several of which end in
@@ -51,7 +51,7 @@ def main() -> dict:
     params0 = jax.jit(jax.vmap(lambda k: model.init(k, x, method="random_from_data")))(keys)
 
     exhaustive = jaxem.fit_restarts(model, x, params0, strategy="exhaustive", max_iter=500, tol=1e-6)
-    emem = jaxem.fit_restarts(model, x, params0, max_iter=500, tol=1e-6)  # default: emEM
+    emem = jaxem.fit_restarts(model, x, params0, strategy="emem", max_iter=500, tol=1e-6)
     looped = [jaxem.fit(model, x, jax.tree_util.tree_map(lambda a, r=r: a[r], params0),
                         max_iter=500, tol=1e-6) for r in range(NUM_RESTARTS)]
 

@@ -312,7 +312,7 @@ def test_fit_restarts_on_degenerate_data_picks_the_best_finite_restart(kind, dty
     one is the argmax of the objectives and passes every check."""
     x = degenerate_data(pattern, scale, offset, seed).astype(dtype)
     starts = stacked_inits(x)
-    result = em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, num_refine=2)
+    result = em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, strategy="emem", num_refine=2)
     restarts = result.restarts
     lls = np.asarray(restarts.log_likelihood, np.float64)
     finite = np.asarray(restarts.finite)
@@ -361,7 +361,8 @@ def test_float32_restart_that_goes_non_finite_is_frozen_and_never_best():
     optimum = numpy_fused_em(x, [-4.0, 0.0, 4.0], 50)[0][-1]
     loc0 = [optimum + 0.2, np.zeros(K)]  # restart 1: equal means, a fixed point EM cannot leave
     starts = {"loc": np.stack(loc0).astype(np.float32), "fuse": np.array([3.0, 1e9], np.float32)}
-    result = em.fit_restarts(FUSED, x, starts, max_iter=MAX_ITER, tol=0.0, explore_iters=5, num_refine=1)
+    result = em.fit_restarts(FUSED, x, starts, max_iter=MAX_ITER, tol=0.0, strategy="emem", explore_iters=5,
+                             num_refine=1)
     restarts = result.restarts
     assert list(np.asarray(restarts.finite)) == [False, True]
     assert int(restarts.num_iters[0]) == 3 and not bool(restarts.converged[0])
@@ -454,8 +455,9 @@ def test_same_key_and_inputs_give_bit_identical_results(dtype):
     assert_bitwise_equal(first, OUTER_JIT_FIT(x, params0))
     if dtype == np.float32:  # the restart program compiled by the float32 property test above
         starts = stacked_inits(x)
-        restarts = em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, num_refine=2)
-        assert_bitwise_equal(restarts, em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, num_refine=2))
+        restarts = em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, strategy="emem", num_refine=2)
+        again = em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, strategy="emem", num_refine=2)
+        assert_bitwise_equal(restarts, again)
 
 
 def test_under_an_outer_jit_nan_data_cannot_be_checked_and_is_reported():
@@ -482,6 +484,6 @@ def test_fitting_never_modifies_the_callers_arrays():
     FULL.e_step(params0, x)
     em.fit(FULL, x, params0, max_iter=MAX_ITER)
     OUTER_JIT_FIT(x, params0)
-    em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, num_refine=2)
+    em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, strategy="emem", num_refine=2)
     for array, (copy, writeable) in zip(arrays, before, strict=True):
         assert array.tobytes() == copy.tobytes() and array.flags.writeable == writeable

@@ -99,7 +99,8 @@ def test_exhaustive_equals_a_loop_of_fit():
 def test_emem_finds_the_exhaustive_best_and_its_rows_are_exhaustive_rows(tol):
     """With the default tolerance the refined restarts converge; with tol = 0 they run to max_iter."""
     exhaustive = em.fit_restarts(MODEL, DATA, STARTS, strategy="exhaustive", max_iter=GMM_MAX_ITER, tol=tol)
-    emem = em.fit_restarts(MODEL, DATA, STARTS, max_iter=GMM_MAX_ITER, explore_iters=EXPLORE_ITERS, tol=tol)
+    emem = em.fit_restarts(MODEL, DATA, STARTS, strategy="emem", max_iter=GMM_MAX_ITER,
+                           explore_iters=EXPLORE_ITERS, tol=tol)
     num_refine = max(1, NUM_RESTARTS // 8)  # the documented default
 
     np.testing.assert_allclose(float(emem.best.log_likelihood), float(exhaustive.best.log_likelihood),
