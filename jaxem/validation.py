@@ -254,7 +254,8 @@ def check_simplex(values: Any, name: str, atol: float | None = None) -> None:
     if np.any(off):
         index = tuple(int(i) for i in np.argwhere(off)[0])
         raise ValueError(
-            f"{name}{_format_index(index)}: sums to {sums[index]:.6g}, not 1 (tolerance {atol:.1g}); "
+            f"{name}{_format_index(index)}: sums to {sums[index]:.6g} (off by {sums[index] - 1:.2g}), "
+            f"not 1 (tolerance {atol:.1g}); "
             "normalise it, e.g. w / w.sum(axis=-1, keepdims=True)."
         )
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
+    check_chain_params,
     check_concentration,
     dirichlet_log_prior,
     dirichlet_map,
@@ -31,8 +32,9 @@ from jaxem.models.hmm_common import (
 from jaxem.mstep import ClosedForm
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_sequential import safe_log
+from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
-from jaxem.validation import check_num_states, is_concrete
+from jaxem.validation import check_array, check_num_states, check_simplex, is_concrete
 
 __all__ = ["CategoricalHMM", "CategoricalHMMParams", "categorical_hmm"]
 
@@ -46,7 +48,7 @@ class CategoricalHMMParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class CategoricalHMM(ProbabilityChainMixin, ChainStructure):
+class CategoricalHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
     """A K-state HMM emitting symbols in [0, num_symbols), on integer data (T,) or
     `Sequences` of (B, T). Build it with `categorical_hmm(...)`."""
 
@@ -119,10 +121,15 @@ class CategoricalHMM(ProbabilityChainMixin, ChainStructure):
         """Integer symbols of shape (T,) (or `Sequences` of (B, T)) in [0, num_symbols)."""
         check_chain_data(data)
         values, step_shape, dtype = step_values(data)
-        if step_shape != () or not jnp.issubdtype(dtype, jnp.integer):
+        if step_shape != ():
             raise ValueError(
                 f"data: expected integer symbols of shape (T,) (or Sequences of (B, T)), got dtype "
                 f"{dtype} and per-step shape {step_shape}; hmmlearn's (N, 1) arrays need x[:, 0]."
+            )
+        if not jnp.issubdtype(dtype, jnp.integer):
+            raise TypeError(
+                f"data: expected integer symbols in [0, {self.num_symbols}), got dtype {dtype}; "
+                "convert whole-number floats with x.astype(int) (categories are labels, not values)."
             )
         if is_concrete(values):
             low, high = int(np.min(values)), int(np.max(values))
@@ -132,11 +139,22 @@ class CategoricalHMM(ProbabilityChainMixin, ChainStructure):
                     f"{low} to {high}; pad Sequences with a valid symbol such as 0."
                 )
 
+    def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
+                     name: str = "params") -> None:
+        """A `CategoricalHMMParams` of floating-point arrays: initial (K,), the rows of
+        transition (K, K) and of emission (K, M) (M = num_symbols) on the simplex, all
+        finite. `batch_ndim` leading axes are batch axes. Under jit/vmap only the
+        structure, dtypes and shapes are checked."""
+        batch = check_chain_params(params, CategoricalHMMParams, self.num_states, batch_ndim, name)
+        check_array(params.emission, f"{name}.emission", batch + (self.num_states, self.num_symbols))
+        check_simplex(params.emission, f"{name}.emission")
+
     def num_parameters(self) -> int:
         """Free parameters: (K-1) + K(K-1) + K(M-1)."""
         k, m = self.num_states, self.num_symbols
         return (k - 1) + k * (k - 1) + k * (m - 1)
 
+    @entry_point(static=("num_steps",), check=check_params_only)
     def sample(self, key: jax.Array, params: CategoricalHMMParams, num_steps: int):
         """(x (num_steps,) int32 symbols, z (num_steps,) states) drawn from the model."""
         key_z, key_x = jax.random.split(key)

@@ -24,9 +24,11 @@ import numpy as np
 from jaxem.structures.chain_decoding import sample_chain
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.sequences import Sequences
+from jaxem.validation import check_array, check_finite_tree, check_simplex
 
 __all__ = [
     "ProbabilityChainMixin",
+    "check_chain_params",
     "check_concentration",
     "chain_counts_from_responsibilities",
     "dirichlet_log_prior",
@@ -41,6 +43,32 @@ def check_concentration(value: Any, name: str) -> None:
     """A Dirichlet/Gamma hyperparameter must be a Python number (hashable models)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(f"{name}: expected a number >= 0 (1.0 means no prior), got {value!r}.")
+
+
+def check_chain_params(params: Any, params_type: type, num_states: int, batch_ndim: int,
+                       name: str) -> tuple:
+    """Check the parts every ready HMM's parameters share and return the batch shape.
+
+    `params` must be a `params_type` NamedTuple of floating-point arrays with
+    `initial` (K,) on the simplex and `transition` (K, K) whose rows are on the
+    simplex (after `batch_ndim` leading batch axes), all finite. Values are
+    checked only when concrete (not under jit/vmap)."""
+    if not isinstance(params, params_type):
+        fields = ", ".join(params_type._fields)
+        raise TypeError(
+            f"{name}: expected {params_type.__name__}({fields}), got {type(params).__name__}; "
+            "build one with that NamedTuple or start from model.init(key, data)."
+        )
+    for field, value in zip(params._fields, params, strict=True):
+        check_array(value, f"{name}.{field}")
+    batch = tuple(jnp.shape(params.initial)[:batch_ndim])
+    k = num_states
+    check_array(params.initial, f"{name}.initial", batch + (k,))
+    check_array(params.transition, f"{name}.transition", batch + (k, k))
+    check_finite_tree(params, name)
+    check_simplex(params.initial, f"{name}.initial")
+    check_simplex(params.transition, f"{name}.transition")
+    return batch
 
 
 def normalize_rows(weights: jax.Array, fallback: jax.Array) -> jax.Array:

@@ -25,6 +25,7 @@ from jax.scipy.special import gammaln, xlogy
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
+    check_chain_params,
     check_concentration,
     fill_padding,
     flatten_steps,
@@ -33,8 +34,9 @@ from jaxem.models.hmm_common import (
 from jaxem.mstep import ClosedForm
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_sequential import safe_log
+from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
-from jaxem.validation import check_num_states, is_concrete
+from jaxem.validation import check_array, check_num_states, is_concrete
 
 __all__ = ["PoissonHMM", "PoissonHMMParams", "poisson_hmm"]
 
@@ -48,7 +50,7 @@ class PoissonHMMParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class PoissonHMM(ProbabilityChainMixin, ChainStructure):
+class PoissonHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
     """A K-state HMM with independent Poisson emissions on counts (T, D) or `Sequences`
     of (B, T, D). Build it with `poisson_hmm(...)`."""
 
@@ -129,20 +131,54 @@ class PoissonHMM(ProbabilityChainMixin, ChainStructure):
     def check_data(self, data: Any) -> None:
         """Non-negative counts of shape (T, D) (or `Sequences` of (B, T, D))."""
         check_chain_data(data)
-        values, step_shape, _ = step_values(data)
+        values, step_shape, dtype = step_values(data)
         if len(step_shape) != 1:
             raise ValueError(
                 f"data: expected counts of shape (T, D) (or Sequences of (B, T, D)), got per-step shape "
                 f"{step_shape}; use x[:, None] for one count per step."
             )
-        if is_concrete(values) and np.any(np.asarray(values) < 0):
-            raise ValueError("data: counts must be non-negative.")
+        if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+            raise TypeError(
+                f"data: expected integer (or whole-number float) counts, got dtype {dtype}; "
+                "convert with np.asarray(x, dtype=int)."
+            )
+        if is_concrete(values):
+            counts = np.asarray(values)
+            bad = (counts < 0) | (counts != np.floor(counts))
+            if np.any(bad):
+                where = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ValueError(
+                    f"data: counts must be non-negative whole numbers, got {counts[where]!r} at index "
+                    f"{list(where)}; a Poisson HMM models counts 0, 1, 2, ..."
+                )
+
+    def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
+                     name: str = "params") -> None:
+        """A `PoissonHMMParams` of floating-point arrays: initial (K,) and the rows of
+        transition (K, K) on the simplex, rates (K, D) finite and >= 0 (D from `data`
+        when given). `batch_ndim` leading axes are batch axes. Under jit/vmap only
+        the structure, dtypes and shapes are checked."""
+        batch = check_chain_params(params, PoissonHMMParams, self.num_states, batch_ndim, name)
+        k = self.num_states
+        if jnp.ndim(params.rates) != batch_ndim + 2:
+            raise ValueError(
+                f"{name}.rates: expected shape (K, D) = ({k}, D), got {jnp.shape(params.rates)}."
+            )
+        dim = step_values(data)[1][-1] if data is not None else jnp.shape(params.rates)[-1]
+        check_array(params.rates, f"{name}.rates", batch + (k, dim))
+        if is_concrete(params.rates) and np.any(np.asarray(params.rates) < 0):
+            index = tuple(int(i) for i in np.argwhere(np.asarray(params.rates) < 0)[0])
+            raise ValueError(
+                f"{name}.rates{''.join(f'[{i}]' for i in index)}: is negative "
+                f"({float(np.asarray(params.rates)[index]):.3g}); Poisson rates must be >= 0."
+            )
 
     def num_parameters(self, dim: int) -> int:
         """Free parameters: (K-1) + K(K-1) + K·D."""
         k = self.num_states
         return (k - 1) + k * (k - 1) + k * dim
 
+    @entry_point(static=("num_steps",), check=check_params_only)
     def sample(self, key: jax.Array, params: PoissonHMMParams, num_steps: int):
         """(x (num_steps, D) counts, z (num_steps,) states) drawn from the model."""
         key_z, key_x = jax.random.split(key)

@@ -62,6 +62,9 @@ class Sequences(NamedTuple):
         lengths = np.array([a.shape[0] for a in arrays], dtype=np.int32)
         if lengths.min() < 1:
             raise ValueError("sequences: every sequence needs at least one step; drop empty ones.")
+        if max_length is not None and (isinstance(max_length, bool)
+                                       or not isinstance(max_length, (int, np.integer))):
+            raise TypeError(f"max_length: expected an int or None, got {max_length!r}.")
         size = int(lengths.max()) if max_length is None else int(max_length)
         if size < lengths.max():
             raise ValueError(f"max_length: {size} is shorter than the longest sequence ({lengths.max()}).")
@@ -76,8 +79,20 @@ class Sequences(NamedTuple):
         """Split the rows of `x` (N, ...) into consecutive sequences of the given
         `lengths` (summing to N; hmmlearn's `fit(X, lengths)` format) and pad them."""
         x = np.asarray(x)
-        lengths = np.asarray(lengths, dtype=np.int64)
-        if lengths.ndim != 1 or lengths.sum() != x.shape[0]:
+        if x.ndim < 1:
+            raise ValueError(f"x: expected an array of shape (N, ...), got shape {x.shape}.")
+        raw = np.asarray(lengths)
+        if raw.ndim != 1 or raw.size == 0:
+            raise ValueError(f"lengths: expected a non-empty 1-D list of integers, got shape {raw.shape}.")
+        if raw.dtype.kind not in "iu" and not (raw.dtype.kind == "f" and np.all(raw == np.floor(raw))):
+            raise TypeError(f"lengths: expected whole numbers, got {raw.tolist()[:10]} (dtype {raw.dtype}).")
+        lengths = raw.astype(np.int64)
+        if lengths.min() < 1:
+            raise ValueError(
+                f"lengths: every length must be >= 1, got {lengths.min()} at position "
+                f"{int(np.argmin(lengths))}; drop empty sequences."
+            )
+        if lengths.sum() != x.shape[0]:
             raise ValueError(
                 f"lengths: must be a 1-D list summing to the number of rows of x ({x.shape[0]}), "
                 f"got sum {lengths.sum()}."
@@ -90,9 +105,21 @@ class Sequences(NamedTuple):
         """Build from padded `values` (B, T, ...) and a (B, T) boolean mask that is
         True on real steps. Each row of the mask must be a prefix of Trues (padding
         only at the end); a gap inside a sequence raises `ValueError`."""
-        mask_np = np.asarray(mask).astype(bool)
+        mask_np = np.asarray(mask)
+        if mask_np.dtype != bool and not np.all((mask_np == 0) | (mask_np == 1)):
+            raise ValueError("mask: expected booleans (or 0/1), True on real steps.")
+        mask_np = mask_np.astype(bool)
         if mask_np.ndim != 2:
             raise ValueError(f"mask: expected shape (B, T), got {mask_np.shape}.")
+        leading = {tuple(jnp.shape(leaf)[:2]) for leaf in jax.tree_util.tree_leaves(values)}
+        if leading != {mask_np.shape}:
+            raise ValueError(
+                f"mask: has shape {mask_np.shape} but the values' leading axes are "
+                f"{sorted(leading)}; the mask needs one entry per (sequence, step)."
+            )
+        if np.any(mask_np.sum(axis=1) == 0):
+            rows = np.flatnonzero(mask_np.sum(axis=1) == 0)
+            raise ValueError(f"mask: rows {rows[:10].tolist()} have no real step; drop empty sequences.")
         lengths = mask_np.sum(axis=1)
         prefix = np.arange(mask_np.shape[1])[None, :] < lengths[:, None]
         if not np.array_equal(prefix, mask_np):
