@@ -2,12 +2,12 @@
 
 - `scalar`: log-densities of one observation (normal, multivariate normal,
   Poisson, categorical), for writing `log_joint` functions.
-- `gaussian`: the Gaussian as an exponential family: features of the data,
-  log-potential tables as one matrix product, and the weighted MLE from
-  expected sufficient statistics, for four covariance types.
+- `gaussian`: Gaussian log-density tables of N points under K components
+  (centred per component) and the two-pass weighted MLE, for four covariance
+  types.
 """
 
-from jaxem.distributions.gaussian import COVARIANCE_TYPES, GaussianFamily, GaussianStats
+from jaxem.distributions.gaussian import COVARIANCE_TYPES, GaussianEstimate, GaussianFamily
 from jaxem.distributions.scalar import (
     categorical_logpmf,
     mvn_logpdf,
@@ -17,8 +17,8 @@ from jaxem.distributions.scalar import (
 
 __all__ = [
     "COVARIANCE_TYPES",
+    "GaussianEstimate",
     "GaussianFamily",
-    "GaussianStats",
     "categorical_logpmf",
     "mvn_logpdf",
     "normal_logpdf",

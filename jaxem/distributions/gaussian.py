@@ -1,23 +1,42 @@
-"""The Gaussian as an exponential family, for fast closed-form EM.
+"""The Gaussian log-density table and weighted MLE, for fast closed-form EM.
 
-With u = x - c for a fixed shift c (the data mean, which keeps float32 sums
-well conditioned), the Gaussian log-density is linear in features of u:
+Both are computed for all N observations and K components at once, about a
+fixed shift c (the data mean), by one of two paths chosen from the dtype:
+
+float64: the exponential-family path. With u = x - c the log-density is linear
+in features of u,
 
     log N(x | μ, Σ) = ⟨Φ(u), η(μ, Σ)⟩,   Φ(u) = [second-order terms of u, u, 1]
 
-so the (N, K) table of log-densities of N points under K Gaussians is ONE
-matrix product Φ (N, F) @ η (F, K), and the expected sufficient statistics of
-the M-step are another, Rᵀ Φ for responsibilities R (N, K).
+so the (N, K) table is ONE matrix product Φ (N, F) @ η (F, K), and the M-step's
+expected statistics are another, Rᵀ Φ for responsibilities R (N, K); the
+covariances are then E_k[u uᵀ] - m_k m_kᵀ (one pass). Second-order features:
+u_i u_j for i <= j (full, tied; D(D+1)/2 columns), u_i² (diag; D), Σ_i u_i²
+(spherical; 1). Rounding: each table entry is a sum of terms of size
+|u|²·|Σ⁻¹|, so its error is about eps·|u|²·|Σ⁻¹|, and a variance's about
+eps·E[u²]: harmless at float64's eps ~ 1e-16, not at float32's ~ 1e-7 (clusters
+10 apart with sd 0.01 put the table off by a nat per point).
 
-Second-order features by covariance type (P columns):
-  "full", "tied":  u_i u_j for i <= j           P = D(D+1)/2
-  "diag":          u_i²                          P = D
-  "spherical":     Σ_i u_i²                      P = 1
+float32 (and lower): the centred path. With the precision's Cholesky factor P_k
+(Σ_k⁻¹ = P_k P_kᵀ, P_k = L_k⁻ᵀ for Σ_k = L_k L_kᵀ),
 
-Covariance shapes: full (K, D, D), diag (K, D), spherical (K,), tied (D, D).
-The M-step is scikit-learn's GaussianMixture estimator: counts n_k = Σ_n r_nk
-(+ 10 eps), means Σ_n r_nk x_n / n_k, covariances the weighted scatter about
-the means plus `reg_covar` on the diagonal (tied: pooled over components).
+    y_nk = (x_n - c) P_k - (μ_k - c) P_k = (x_n - μ_k) P_k            (D,)
+    log N(x_n | μ_k, Σ_k) = -½ |y_nk|² - Σ_i log L_k,ii - ½ D log 2π
+
+one component at a time (`lax.map`; each an (N, D) @ (D, D) product; "diag" and
+"spherical" have diagonal factors P_k = diag(σ_k⁻¹)). Each entry of y is a
+difference of two terms of size |x - c|·|P_k|, so its error is about
+eps·|x - c|·|P_k|. The M-step takes two passes: means first, then
+S_k = Σ_n r_nk d_nk d_nkᵀ / n_k with d_nk = x_n - μ_k, sums of squares of centred
+values, so variances are never negative and keep their relative precision. It
+costs O(N·K·D²) per call instead of one matrix product, the price of float32
+results that agree with float64.
+
+Both paths give scikit-learn's GaussianMixture estimator: n_k = Σ_n r_nk + 10 eps,
+μ_k = Σ_n r_nk x_n / n_k, covariances S_k + reg_covar·I (full), the pooled
+Σ_k n_k S_k / Σ_k n_k + reg_covar·I (tied), diag(S_k) + reg_covar (diag),
+tr(S_k)/D + reg_covar (spherical). Covariance shapes: full (K, D, D), diag
+(K, D), spherical (K,), tied (D, D).
 """
 
 from __future__ import annotations
@@ -32,33 +51,36 @@ import numpy as np
 
 from jaxem.distributions.scalar import mvn_logpdf, normal_logpdf
 
-__all__ = ["COVARIANCE_TYPES", "GaussianFamily", "GaussianFeatures", "GaussianStats"]
+__all__ = ["COVARIANCE_TYPES", "GaussianEstimate", "GaussianFamily"]
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-class GaussianFeatures(NamedTuple):
-    """Φ(x - shift) for N observations: `values` (N, F) and the shift (D,)."""
+class GaussianEstimate(NamedTuple):
+    """The weighted MLE and the rounding level of its variances.
 
-    values: jax.Array
-    shift: jax.Array
-
-
-class GaussianStats(NamedTuple):
-    """Expected sufficient statistics about the shift; additive across data chunks.
-
-    counts (K,) = Σ_n r_nk; first (K, D) = Σ_n r_nk u_n; second (K, P) = Σ_n r_nk Φ₂(u_n).
+    counts (K,) = Σ_n r_nk + 10 eps; means (K, D); covariances of the covariance
+    type's shape (reg_covar included); resolution (K, D): per component and
+    coordinate, the variance below which the computed value is rounding noise
+    (10 eps·E_k[(x_i - c)²] one-pass, (10 eps)²·E_k[(x_i - c)²] two-pass).
     """
 
     counts: jax.Array
-    first: jax.Array
-    second: jax.Array
+    means: jax.Array
+    covariances: jax.Array
+    resolution: jax.Array
+
+
+def uses_features(dtype) -> bool:
+    """True when `dtype` is precise enough for the exponential-family (one matrix
+    product) path; float32 and lower take the centred path."""
+    return jnp.finfo(dtype).bits >= 64
 
 
 @dataclasses.dataclass(frozen=True)
 class GaussianFamily:
-    """Features, natural parameters and weighted MLE for one covariance type."""
+    """Log-density tables and weighted MLE for one covariance type."""
 
     covariance_type: str = "full"
     reg_covar: float = 1e-6
@@ -68,55 +90,53 @@ class GaussianFamily:
             raise ValueError(
                 f"covariance_type: expected one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
             )
-        if not (isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
+        if isinstance(self.reg_covar, bool) or not (
+                isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
             raise ValueError(f"reg_covar: must be a number >= 0, got {self.reg_covar!r}.")
-
-    # --- features -------------------------------------------------------------------------
-
-    def features(self, x: jax.Array, shift: jax.Array | None = None) -> GaussianFeatures:
-        """Φ(x - shift) of shape (N, P + D + 1); shift defaults to the mean of x."""
-        if shift is None:
-            shift = jnp.mean(x, axis=0)
-        u = x - shift
-        ones = jnp.ones(u.shape[:1] + (1,), u.dtype)
-        return GaussianFeatures(jnp.concatenate([self._second_order(u), u, ones], axis=1), shift)
-
-    def _second_order(self, u: jax.Array) -> jax.Array:
-        if self.covariance_type in ("full", "tied"):
-            rows, cols = np.triu_indices(u.shape[-1])
-            return u[:, rows] * u[:, cols]
-        if self.covariance_type == "diag":
-            return u * u
-        return jnp.sum(u * u, axis=1, keepdims=True)
 
     # --- log-densities --------------------------------------------------------------------
 
-    def natural_parameters(self, means: jax.Array, covariances: jax.Array,
-                           shift: jax.Array) -> jax.Array:
-        """η (F, K) with Φ(x - shift) @ η = [log N(x | means[k], Σ_k)]_k."""
+    def log_density_table(self, x: jax.Array, means: jax.Array, covariances: jax.Array,
+                          shift: jax.Array | None = None) -> jax.Array:
+        """[log N(x_n | means[k], Σ_k)]_{n,k}: (N, K) for x (N, D), means (K, D) and
+        covariances of this type; `shift` c (D,) defaults to the mean of x."""
+        if shift is None:
+            shift = jnp.mean(x, axis=0)
+        u = x - shift  # (N, D)
         m = means - shift  # (K, D)
-        dim = means.shape[-1]
+        if uses_features(jnp.result_type(x, means, covariances)):
+            return self._features(u) @ self._natural_parameters(m, covariances)
+        num_components, dim = m.shape
         kind = self.covariance_type
         if kind in ("full", "tied"):
-            precision, half_logdet = _precision_and_half_logdet(covariances)
+            chol = jnp.linalg.cholesky(covariances)
+            eye = jnp.broadcast_to(jnp.eye(dim, dtype=covariances.dtype), covariances.shape)
+            inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)  # L⁻¹ = Pᵀ
+            half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
             if kind == "tied":
-                precision = jnp.broadcast_to(precision, (m.shape[0], dim, dim))
-                half_logdet = jnp.broadcast_to(half_logdet, (m.shape[0],))
-            rows, cols = np.triu_indices(dim)
-            pair_weight = jnp.asarray(np.where(rows == cols, -0.5, -1.0), precision.dtype)
-            second = precision[:, rows, cols] * pair_weight  # (K, P)
-            linear = jnp.einsum("kij,kj->ki", precision, m)  # Λ m
-            quad_m = jnp.einsum("ki,ki->k", linear, m)
+                inv_chol = jnp.broadcast_to(inv_chol, (num_components, dim, dim))
+                half_logdet = jnp.broadcast_to(half_logdet, (num_components,))
+
+            def transform(v, factor):  # v P_k for rows v (..., D)
+                return v @ factor.T
         else:
-            variances = covariances if kind == "diag" else covariances[:, None]
-            precision = 1.0 / variances  # (K, D) or (K, 1)
-            second = -0.5 * precision
-            linear = precision * m
-            quad_m = jnp.sum(linear * m, axis=1)
-            logdet = jnp.log(variances)
-            half_logdet = 0.5 * (jnp.sum(logdet, axis=1) if kind == "diag" else dim * logdet[:, 0])
-        constant = -0.5 * quad_m - half_logdet - 0.5 * dim * _LOG_2PI
-        return jnp.concatenate([second, linear, constant[:, None]], axis=1).T
+            variances = covariances if kind == "diag" else covariances[:, None]  # (K, D) or (K, 1)
+            inv_chol = jax.lax.rsqrt(variances)
+            log_var = jnp.log(variances)
+            half_logdet = 0.5 * (jnp.sum(log_var, axis=1) if kind == "diag" else dim * log_var[:, 0])
+
+            def transform(v, factor):
+                return v * factor
+
+        def squared_distances(args):  # |y_nk|² for one component k: (N,)
+            factor, mean = args
+            y = transform(u, factor) - transform(mean, factor)
+            return jnp.sum(y * y, axis=-1)
+
+        # One component at a time (lax.map): (N, D) intermediates, and on CPU faster
+        # than one batched (N, K, D) computation.
+        distances = jax.lax.map(squared_distances, (inv_chol, m)).T  # (N, K)
+        return -0.5 * distances - half_logdet - 0.5 * dim * _LOG_2PI
 
     def log_density(self, x: jax.Array, mean: jax.Array, covariance: jax.Array) -> jax.Array:
         """log N(x | mean, Σ) for ONE observation x (D,) and ONE component, where
@@ -128,39 +148,118 @@ class GaussianFamily:
 
     # --- M-step ---------------------------------------------------------------------------
 
-    def expected_stats(self, responsibilities: jax.Array, features: GaussianFeatures) -> GaussianStats:
-        """Rᵀ Φ split into counts, first and second moments (one matrix product)."""
-        moments = responsibilities.T @ features.values  # (K, F)
-        dim = features.shift.shape[-1]
-        return GaussianStats(
-            counts=moments[:, -1],
-            first=moments[:, -1 - dim:-1],
-            second=moments[:, :-1 - dim],
-        )
+    def weighted_mle(self, responsibilities: jax.Array, x: jax.Array,
+                     shift: jax.Array | None = None) -> GaussianEstimate:
+        """The two-pass weighted MLE (module docstring) for responsibilities (N, K) and
+        data x (N, D); rows with zero responsibility (padding) contribute nothing."""
+        if shift is None:
+            shift = jnp.mean(x, axis=0)
+        r = responsibilities
+        dtype = r.dtype
+        u = (x - shift).astype(dtype)
+        if uses_features(dtype):
+            return self._one_pass_mle(r, u, shift)
+        eps = jnp.finfo(dtype).eps
+        counts = jnp.sum(r, axis=0) + 10 * eps
+        m = (r.T @ u) / counts[:, None]  # (K, D), first pass
+        matrices = self.covariance_type in ("full", "tied")
 
-    def maximize(self, stats: GaussianStats, shift: jax.Array):
-        """Weighted MLE (means (K, D), covariances) from expected statistics."""
-        dtype = stats.counts.dtype
-        counts = stats.counts + 10 * jnp.finfo(dtype).eps
-        m = stats.first / counts[:, None]
-        means = shift + m
-        dim = m.shape[-1]
+        def scatter(args):  # second pass for one component k: Σ_n r_nk d dᵀ, or its diagonal
+            weights, mean = args
+            d = u - mean
+            if matrices:
+                return (d * weights[:, None]).T @ d
+            return weights @ (d * d)
+
+        scatters = jax.lax.map(scatter, (r.T, m))  # (K, D, D) or (K, D)
+        eye = jnp.eye(m.shape[-1], dtype=dtype)
         kind = self.covariance_type
-        if kind == "full":
-            scatter = _unpack_symmetric(stats.second, dim) / counts[:, None, None]
-            cov = scatter - m[:, :, None] * m[:, None, :]
-            covariances = cov + self.reg_covar * jnp.eye(dim, dtype=dtype)
-        elif kind == "tied":
-            total = _unpack_symmetric(jnp.sum(stats.second, axis=0), dim)
-            between = jnp.einsum("k,ki,kj->ij", counts, m, m)
-            cov = (total - between) / jnp.sum(counts)
-            covariances = cov + self.reg_covar * jnp.eye(dim, dtype=dtype)
-        elif kind == "diag":
-            covariances = stats.second / counts[:, None] - m * m + self.reg_covar
+        if matrices:
+            variances = jnp.diagonal(scatters, axis1=-2, axis2=-1) / counts[:, None]
+            if kind == "full":
+                covariances = scatters / counts[:, None, None] + self.reg_covar * eye
+            else:
+                covariances = jnp.sum(scatters, axis=0) / jnp.sum(counts) + self.reg_covar * eye
         else:
-            mean_sq = stats.second[:, 0] / counts
-            covariances = (mean_sq - jnp.sum(m * m, axis=1)) / dim + self.reg_covar
-        return means, covariances
+            variances = scatters / counts[:, None]
+            if kind == "diag":
+                covariances = variances + self.reg_covar
+            else:
+                covariances = jnp.mean(variances, axis=1) + self.reg_covar
+        spread = variances + m * m  # E_k[(x_i - c)²]
+        return GaussianEstimate(counts, shift + m, covariances, (10 * eps) ** 2 * spread)
+
+    # --- the exponential-family path (float64) ----------------------------------------------
+
+    def _features(self, u: jax.Array) -> jax.Array:
+        """Φ(u) (N, F) = [second-order terms, u, 1]."""
+        if self.covariance_type in ("full", "tied"):
+            rows, cols = np.triu_indices(u.shape[-1])
+            second = u[:, rows] * u[:, cols]
+        elif self.covariance_type == "diag":
+            second = u * u
+        else:
+            second = jnp.sum(u * u, axis=1, keepdims=True)
+        return jnp.concatenate([second, u, jnp.ones(u.shape[:1] + (1,), u.dtype)], axis=1)
+
+    def _natural_parameters(self, m: jax.Array, covariances: jax.Array) -> jax.Array:
+        """η (F, K) with Φ(u) @ η = [log N(u | m_k, Σ_k)]_k, for centred means m (K, D)."""
+        num_components, dim = m.shape
+        kind = self.covariance_type
+        if kind in ("full", "tied"):
+            chol = jnp.linalg.cholesky(covariances)
+            eye = jnp.broadcast_to(jnp.eye(dim, dtype=covariances.dtype), covariances.shape)
+            inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+            precision = jnp.swapaxes(inv_chol, -1, -2) @ inv_chol
+            half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
+            if kind == "tied":
+                precision = jnp.broadcast_to(precision, (num_components, dim, dim))
+                half_logdet = jnp.broadcast_to(half_logdet, (num_components,))
+            rows, cols = np.triu_indices(dim)
+            pair_weight = jnp.asarray(np.where(rows == cols, -0.5, -1.0), precision.dtype)
+            second = precision[:, rows, cols] * pair_weight  # (K, P)
+            linear = jnp.einsum("kij,kj->ki", precision, m)  # Λ m
+            quad_m = jnp.einsum("ki,ki->k", linear, m)
+        else:
+            variances = covariances if kind == "diag" else covariances[:, None]
+            precision = 1.0 / variances  # (K, D) or (K, 1)
+            second = -0.5 * precision
+            linear = precision * m
+            quad_m = jnp.sum(linear * m, axis=1)
+            log_var = jnp.log(variances)
+            half_logdet = 0.5 * (jnp.sum(log_var, axis=1) if kind == "diag" else dim * log_var[:, 0])
+        constant = -0.5 * quad_m - half_logdet - 0.5 * dim * _LOG_2PI
+        return jnp.concatenate([second, linear, constant[:, None]], axis=1).T
+
+    def _one_pass_mle(self, r: jax.Array, u: jax.Array, shift: jax.Array) -> GaussianEstimate:
+        """The weighted MLE from the expected statistics Rᵀ Φ(u) (one matrix product)."""
+        dtype = r.dtype
+        eps = jnp.finfo(dtype).eps
+        dim = u.shape[-1]
+        moments = r.T @ self._features(u)  # (K, F): [second-order, first, count]
+        counts = moments[:, -1] + 10 * eps
+        m = moments[:, -1 - dim:-1] / counts[:, None]
+        second = moments[:, :-1 - dim] / counts[:, None]
+        kind = self.covariance_type
+        eye = jnp.eye(dim, dtype=dtype)
+        if kind in ("full", "tied"):
+            rows, cols = np.triu_indices(dim)
+            packed = jnp.zeros((second.shape[0], dim, dim), dtype).at[:, rows, cols].set(second)
+            moment = packed.at[:, cols, rows].set(second)  # E_k[u uᵀ]
+            spread = jnp.diagonal(moment, axis1=-2, axis2=-1)
+            scatter = moment - m[:, :, None] * m[:, None, :]
+            if kind == "full":
+                covariances = scatter + self.reg_covar * eye
+            else:
+                pooled = jnp.einsum("k,kij->ij", counts, scatter) / jnp.sum(counts)
+                covariances = pooled + self.reg_covar * eye
+        elif kind == "diag":
+            spread = second
+            covariances = second - m * m + self.reg_covar
+        else:
+            spread = jnp.broadcast_to(second / dim, m.shape)
+            covariances = (second[:, 0] - jnp.sum(m * m, axis=1)) / dim + self.reg_covar
+        return GaussianEstimate(counts, shift + m, covariances, 10 * eps * spread)
 
     # --- shapes ---------------------------------------------------------------------------
 
@@ -189,21 +288,3 @@ class GaussianFamily:
     def covariance_shape(self, num_components: int, dim: int) -> tuple:
         return {"full": (num_components, dim, dim), "diag": (num_components, dim),
                 "spherical": (num_components,), "tied": (dim, dim)}[self.covariance_type]
-
-
-def _precision_and_half_logdet(covariances: jax.Array):
-    """Λ = Σ⁻¹ and ½ log|Σ| through the Cholesky factor, for (..., D, D) covariances."""
-    chol = jnp.linalg.cholesky(covariances)
-    eye = jnp.broadcast_to(jnp.eye(covariances.shape[-1], dtype=covariances.dtype), covariances.shape)
-    inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
-    precision = jnp.swapaxes(inv_chol, -1, -2) @ inv_chol
-    half_logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
-    return precision, half_logdet
-
-
-def _unpack_symmetric(packed: jax.Array, dim: int) -> jax.Array:
-    """(..., D(D+1)/2) upper-triangle entries -> (..., D, D) symmetric matrices."""
-    rows, cols = np.triu_indices(dim)
-    full = jnp.zeros(packed.shape[:-1] + (dim, dim), packed.dtype)
-    full = full.at[..., rows, cols].set(packed)
-    return full.at[..., cols, rows].set(packed)

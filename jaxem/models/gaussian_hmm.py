@@ -1,9 +1,9 @@
-"""The Gaussian hidden Markov model, x_t | z_t = k ~ N(μ_k, Σ_k), in the fast exponential-family form.
+"""The Gaussian hidden Markov model, x_t | z_t = k ~ N(μ_k, Σ_k), with a fast closed-form M-step.
 
-The emission table of all T steps (of all sequences) is one matrix product of
-the data's Gaussian features with the states' natural parameters
-(`jaxem.distributions.GaussianFamily`): ε = Φ(x) @ η(θ), and the closed-form
-M-step is another, the expected statistics γᵀ Φ(x). Everything else (forward
+The emission table of all T steps (of all sequences) is computed for all states
+at once, centred per state, and the closed-form M-step is the two-pass weighted
+MLE with the state probabilities γ as weights (`jaxem.distributions.GaussianFamily`).
+Everything else (forward
 recursion, posterior, Q, Viterbi) comes from `ChainStructure`.
 
 The M-step is Baum–Welch's (hmmlearn's `GaussianHMM` with `covars_prior=0`,
@@ -26,6 +26,7 @@ from jaxem.distributions.gaussian import GaussianFamily
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
+    check_chain_params,
     check_concentration,
     fill_padding,
     flatten_steps,
@@ -33,8 +34,9 @@ from jaxem.models.hmm_common import (
 )
 from jaxem.mstep import ClosedForm
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
+from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
-from jaxem.validation import check_num_states
+from jaxem.validation import check_array, check_num_states, check_positive, check_positive_definite
 
 __all__ = ["GaussianHMM", "GaussianHMMParams", "gaussian_hmm"]
 
@@ -50,7 +52,7 @@ class GaussianHMMParams(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class GaussianHMM(ProbabilityChainMixin, ChainStructure):
+class GaussianHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
     """A K-state HMM with Gaussian emissions on data (T, D) or `Sequences` of (B, T, D).
 
     Build it with `gaussian_hmm(...)`; equal configurations share compiled code.
@@ -81,17 +83,19 @@ class GaussianHMM(ProbabilityChainMixin, ChainStructure):
 
     # --- the model ----------------------------------------------------------------------------
 
-    def _features(self, data: Any):
+    def _steps(self, data: Any):
+        """(x (N, D), valid (N,), unflatten, shift): the rows of the data and the mean
+        of the real steps (the shift of `GaussianFamily`)."""
         x, valid, unflatten = flatten_steps(data)
         weights = valid.astype(x.dtype)
-        shift = weights @ x / jnp.sum(weights)  # mean of the real steps
-        return self.family.features(x, shift), unflatten
+        shift = weights @ x / jnp.sum(weights)
+        return x, valid, unflatten, shift
 
     def emission_table(self, params: GaussianHMMParams, data: Any) -> jax.Array:
-        """ε[t, k] = log N(x_t | μ_k, Σ_k) as Φ(x) @ η: (T, K), or (B, T, K) for `Sequences`."""
-        features, unflatten = self._features(data)
-        eta = self.family.natural_parameters(params.means, params.covariances, features.shift)
-        return unflatten(features.values @ eta)
+        """ε[t, k] = log N(x_t | μ_k, Σ_k) (`GaussianFamily.log_density_table`):
+        (T, K), or (B, T, K) for `Sequences`."""
+        x, _, unflatten, shift = self._steps(data)
+        return unflatten(self.family.log_density_table(x, params.means, params.covariances, shift))
 
     def log_emission(self, params: GaussianHMMParams, x: jax.Array, z: jax.Array) -> jax.Array:
         """log N(x | μ_z, Σ_z) for one step x (D,) and one state z (the per-state form)."""
@@ -100,12 +104,11 @@ class GaussianHMM(ProbabilityChainMixin, ChainStructure):
 
     def maximize(self, posterior: ChainPosterior, data: Any, params: GaussianHMMParams) -> GaussianHMMParams:
         """The closed-form M-step (Baum–Welch) from the chain posterior."""
-        features, _ = self._features(data)
+        x, _, _, shift = self._steps(data)
         resp = posterior.marginals.reshape(-1, self.num_states)
-        stats = self.family.expected_stats(resp, features)
-        means, covariances = self.family.maximize(stats, features.shift)
+        estimate = self.family.weighted_mle(resp, x, shift)
         initial, transition = self.maximize_chain(posterior, params)
-        return GaussianHMMParams(initial, transition, means, covariances)
+        return GaussianHMMParams(initial, transition, estimate.means, estimate.covariances)
 
     def log_prior(self, params: GaussianHMMParams) -> jax.Array:
         """The Dirichlet log-prior of π and A; pass `log_prior=model.log_prior` to
@@ -128,11 +131,9 @@ class GaussianHMM(ProbabilityChainMixin, ChainStructure):
         x, valid, _ = flatten_steps(data)
         resp = initial_responsibilities(key, fill_padding(data), self.num_states, method)
         resp = resp.astype(x.dtype) * valid[:, None]
-        features, _ = self._features(data)
-        stats = self.family.expected_stats(resp, features)
-        means, covariances = self.family.maximize(stats, features.shift)
+        estimate = self.family.weighted_mle(resp, x, self._steps(data)[3])
         initial, transition = self.initial_chain(resp, data)
-        return GaussianHMMParams(initial, transition, means, covariances)
+        return GaussianHMMParams(initial, transition, estimate.means, estimate.covariances)
 
     # --- checks, criteria, sampling ----------------------------------------------------------------
 
@@ -146,6 +147,28 @@ class GaussianHMM(ProbabilityChainMixin, ChainStructure):
                 f"dtype {dtype} and per-step shape {step_shape}; use x[:, None] for 1-D data."
             )
 
+    def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
+                     name: str = "params") -> None:
+        """A `GaussianHMMParams` of floating-point arrays: initial (K,) and the rows of
+        transition (K, K) on the simplex, means (K, D) (D from `data` when given),
+        covariances of this type's shape, symmetric positive definite (full, tied) or
+        positive (diag, spherical), all finite. `batch_ndim` leading axes are batch
+        axes. Under jit/vmap only the structure, dtypes and shapes are checked."""
+        batch = check_chain_params(params, GaussianHMMParams, self.num_states, batch_ndim, name)
+        k = self.num_states
+        if jnp.ndim(params.means) != batch_ndim + 2:
+            raise ValueError(
+                f"{name}.means: expected shape (K, D) = ({k}, D), got {jnp.shape(params.means)}."
+            )
+        dim = step_values(data)[1][-1] if data is not None else jnp.shape(params.means)[-1]
+        check_array(params.means, f"{name}.means", batch + (k, dim))
+        check_array(params.covariances, f"{name}.covariances ({self.covariance_type})",
+                    batch + self.family.covariance_shape(k, dim))
+        if self.covariance_type in ("full", "tied"):
+            check_positive_definite(params.covariances, f"{name}.covariances")
+        else:
+            check_positive(params.covariances, f"{name}.covariances")
+
     def num_parameters(self, dim: int) -> int:
         """Free parameters: (K-1) initial, K(K-1) transition, K·D means, covariances."""
         k = self.num_states
@@ -155,6 +178,7 @@ class GaussianHMM(ProbabilityChainMixin, ChainStructure):
         """Bayesian information criterion -2ℓ + p log N (lower is better)."""
         return -2.0 * log_likelihood + self.num_parameters(dim) * math.log(num_observations)
 
+    @entry_point(static=("num_steps",), check=check_params_only)
     def sample(self, key: jax.Array, params: GaussianHMMParams, num_steps: int):
         """(x (num_steps, D), z (num_steps,)): one sequence drawn from the model."""
         key_z, key_x = jax.random.split(key)

@@ -1,8 +1,9 @@
-"""The Gaussian mixture model, p(x) = Σ_k w_k N(x | μ_k, Σ_k), in the fast exponential-family form.
+"""The Gaussian mixture model, p(x) = Σ_k w_k N(x | μ_k, Σ_k), with a fast closed-form M-step.
 
-The log-potential table is one matrix product of the data's Gaussian features
-with the components' natural parameters (`jaxem.distributions.GaussianFamily`),
-and the closed-form M-step is another; every other EM quantity (E-step,
+The log-potential table is computed for all components at once (one matrix
+product for full covariances), centred per component, and the closed-form
+M-step is the two-pass weighted MLE (`jaxem.distributions.GaussianFamily`),
+accurate in float32 too; every other EM quantity (E-step,
 Q-function, log-likelihood) is derived by `MixtureStructure`. The M-step is
 scikit-learn's `GaussianMixture` estimator, so fits started from the same
 parameters follow the same trajectory.
@@ -22,6 +23,7 @@ import numpy as np
 from jaxem.distributions.gaussian import GaussianFamily
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.mstep import ClosedForm
+from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.mixture import MixturePosterior, MixtureStructure
 from jaxem.validation import (
     check_array,
@@ -83,10 +85,10 @@ class GaussianMixtureModel(MixtureStructure):
         return jnp.log(params.weights[z]) + self.family.log_density(x, params.means[z], cov)
 
     def log_potentials(self, params: GaussianMixtureParams, data: jax.Array) -> jax.Array:
-        """φ = Φ(x) @ η(θ) + log w: (N, K), one matrix product."""
-        features = self.family.features(data)
-        eta = self.family.natural_parameters(params.means, params.covariances, features.shift)
-        return features.values @ eta + jnp.log(params.weights)
+        """φ[n, k] = log w_k + log N(x_n | μ_k, Σ_k): (N, K), centred per component
+        (`GaussianFamily.log_density_table`)."""
+        table = self.family.log_density_table(data, params.means, params.covariances)
+        return table + jnp.log(params.weights)
 
     def maximize(self, posterior: MixturePosterior, data: jax.Array,
                  params: GaussianMixtureParams | None = None) -> GaussianMixtureParams:
@@ -95,26 +97,25 @@ class GaussianMixtureModel(MixtureStructure):
         return self.from_responsibilities(posterior.marginals, data)
 
     def from_responsibilities(self, responsibilities: jax.Array, data: jax.Array) -> GaussianMixtureParams:
-        """Parameters maximising Q for the given responsibilities (N, K)."""
-        features = self.family.features(data)
-        stats = self.family.expected_stats(responsibilities, features)
-        means, covariances = self.family.maximize(stats, features.shift)
-        covariances = self._positive_definite(covariances, stats)
-        counts = stats.counts + 10 * jnp.finfo(stats.counts.dtype).eps
-        return GaussianMixtureParams(counts / jnp.sum(counts), means, covariances)
+        """Parameters maximising Q for the given responsibilities (N, K): the two-pass
+        weighted MLE (`GaussianFamily.weighted_mle`), kept positive definite."""
+        estimate = self.family.weighted_mle(responsibilities, data)
+        covariances = self._positive_definite(estimate)
+        counts = estimate.counts
+        return GaussianMixtureParams(counts / jnp.sum(counts), estimate.means, covariances)
 
-    def _positive_definite(self, covariances: jax.Array, stats) -> jax.Array:
+    def _positive_definite(self, estimate) -> jax.Array:
         """Covariances that are positive definite in their own dtype, whatever the data.
 
-        The M-step forms Σ = E[uuᵀ] - m mᵀ + reg_covar·I from moments about the
-        data mean; the subtraction loses about eps·E[u_i²] in entry i (float32: a
-        component far from the data mean, an outlier), so a near-singular Σ (a
-        constant column, duplicate points, reg_covar = 0) can come out indefinite.
-        Σ is symmetrised ((Σ + Σᵀ)/2; the tied M-step's einsum can be off by an
-        ulp), and where the rounding matters, and only there:
+        A constant column or duplicate points with reg_covar = 0 give variances at the
+        rounding level (even slightly negative ones in float64's one-pass M-step), and
+        near-singular full/tied matrices can come out indefinite by an ulp. Σ is
+        symmetrised ((Σ + Σᵀ)/2), and where the rounding matters, and only there:
 
-        - a variance at or below its resolution 10·eps·E[u_i²] is raised to it
-          (and never below sqrt(tiny) of the dtype);
+        - a variance at or below its resolution (`GaussianEstimate.resolution`: the
+          rounding level of the M-step's variances, 10 eps·E_k[(x_i - c)²] one-pass
+          in float64, (10 eps)²·E_k[(x_i - c)²] two-pass in float32; c the shift) is
+          raised to it (and never below sqrt(tiny) of the dtype);
         - full/tied: if the correlation matrix C = S⁻¹ Σ S⁻¹ (S = sqrt diag Σ) has
           an eigenvalue <= 10·D·eps, its eigenvalues are floored at 20·D·eps and Σ
           rebuilt as S C S. The test is scale-free, so badly scaled but
@@ -123,25 +124,22 @@ class GaussianMixtureModel(MixtureStructure):
         So every returned Σ has positive variances and a correlation matrix whose
         eigenvalues exceed D·eps, which is what `check_params` demands.
         """
+        covariances = estimate.covariances
         dtype = covariances.dtype
         eps = jnp.finfo(dtype).eps
         smallest = jnp.sqrt(jnp.finfo(dtype).tiny)
-        counts = stats.counts + 10 * eps
-        dim = stats.first.shape[-1]
+        counts = estimate.counts
+        dim = estimate.means.shape[-1]
         kind = self.covariance_type
+        resolution = estimate.resolution  # (K, D)
         if kind in ("diag", "spherical"):
-            moment = stats.second / counts[:, None]
             if kind == "spherical":
-                moment = moment[:, 0] / dim
-            return jnp.maximum(covariances, jnp.maximum(10 * eps * moment, smallest))
-        rows, cols = np.triu_indices(dim)
-        second_diagonal = stats.second[:, np.flatnonzero(rows == cols)]  # (K, D)
-        if kind == "full":
-            moment = second_diagonal / counts[:, None]
-        else:
-            moment = jnp.sum(second_diagonal, axis=0) / jnp.sum(counts)
+                resolution = jnp.mean(resolution, axis=1)
+            return jnp.maximum(covariances, jnp.maximum(resolution, smallest))
+        if kind == "tied":
+            resolution = counts @ resolution / jnp.sum(counts)
         variances = jnp.maximum(jnp.diagonal(covariances, axis1=-2, axis2=-1),
-                                jnp.maximum(10 * eps * moment, smallest))
+                                jnp.maximum(resolution, smallest))
         diagonal = np.eye(dim, dtype=bool)
         covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
         covariances = jnp.where(diagonal, variances[..., None, :], covariances)
@@ -279,6 +277,7 @@ class GaussianMixtureModel(MixtureStructure):
         """Akaike information criterion -2ℓ + 2p (lower is better)."""
         return -2.0 * log_likelihood + 2 * self.num_parameters(dim)
 
+    @entry_point(static=("num_samples",), check=check_params_only)
     def sample(self, key: jax.Array, params: GaussianMixtureParams, num_samples: int):
         """Draw (x (num_samples, D), z (num_samples,)) from the mixture."""
         key_z, key_x = jax.random.split(key)
@@ -305,5 +304,13 @@ def gaussian_mixture(num_components: int, covariance_type: str = "full",
       covariance_type: "full", "diag", "spherical" or "tied" (as in scikit-learn).
       reg_covar: added to the covariance diagonals in every M-step (>= 0), so
         that covariances stay positive definite.
+
+    Monotonicity: Σ_k = S_k + reg_covar·I exactly maximises
+    Q(θ) - ½·reg_covar·Σ_k n_k tr(Σ_k⁻¹) (n_k the current expected counts), which is
+    not a fixed objective. So with reg_covar = 0 the log-likelihood never decreases
+    (up to rounding); with reg_covar > 0 one iteration can lower it by at most
+    ½·reg_covar·Σ_k n_k(θ_t) tr(Σ_k(θ_t)⁻¹) (about ½·N·D·reg_covar/σ² for variances
+    σ²): negligible for the default 1e-6 next to the data's variances, but visible when
+    reg_covar is comparable to them (tests/test_reg_covar.py).
     """
     return GaussianMixtureModel(num_components, covariance_type, reg_covar)
