@@ -21,13 +21,14 @@ import jax.numpy as jnp
 
 from jaxem.structures.chain import ALGORITHMS, ChainStructure
 from jaxem.structures.chain_decoding import sample_chain
+from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
 from jaxem.structures.sequences import Sequences, check_chain_data
 
 __all__ = ["HMM"]
 
 
 @dataclasses.dataclass(frozen=True)
-class HMM(ChainStructure):
+class HMM(ChainEntryPoints, ChainStructure):
     """A hidden Markov model from its three log-probability functions.
 
     Args:
@@ -97,10 +98,31 @@ class HMM(ChainStructure):
         """One sequence with leading time axis T >= 1, or a valid `Sequences` batch."""
         check_chain_data(data)
 
+    def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
+                     name: str = "params") -> None:
+        """Concrete leaves are finite; with `data`, the three functions traced on shapes
+        alone (one state, one time step) return floating scalars; otherwise the error
+        says which shape they returned. `batch_ndim` leading axes are batch axes."""
+        from jaxem.validation import abstract, check_finite_tree, check_scalar_function
+
+        check_finite_tree(params, name)
+        if data is None:
+            return
+        one = abstract(params, batch_ndim)
+        state = jax.ShapeDtypeStruct((), jnp.int32)
+        values = data.values if isinstance(data, Sequences) else data
+        one_step = abstract(values, drop_leading=2 if isinstance(data, Sequences) else 1)
+        check_scalar_function(self.log_initial, (one, state), "log_initial", "for ONE state")
+        check_scalar_function(self.log_transition, (one, state, state), "log_transition",
+                              "for ONE pair of states")
+        check_scalar_function(self.log_emission, (one, one_step, state), "log_emission",
+                              "for ONE time step and ONE state")
+
     def sample_states(self, key: jax.Array, params: Any, num_steps: int) -> jax.Array:
         """A state path (num_steps,) drawn from the chain's prior."""
         return sample_chain(key, self.initial_table(params), self.transition_table(params), num_steps)
 
+    @entry_point(static=("num_steps",), check=check_params_only)
     def sample(self, key: jax.Array, params: Any, num_steps: int):
         """(x, z): a sequence of `num_steps` observations and its states, drawn from
         the model; needs `sample_emission`."""

@@ -25,13 +25,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxem.structures.entry_points import entry_point
 from jaxem.structures.tables import inner_product, num_leading
 from jaxem.validation import (
     abstract,
-    all_concrete,
     check_finite_tree,
-    check_model_data,
-    check_model_params,
     check_scalar_function,
     eval_shape_cached,
 )
@@ -70,20 +68,23 @@ class MixtureStructure:
         """The (N, K) table φ[n, k] = log p(x_n, z_n = k | params)."""
         raise NotImplementedError
 
+    @entry_point
     def log_likelihood(self, params: Any, data: Any) -> jax.Array:
         """Observed-data log-likelihood Σ_n log Σ_k p(x_n, z_n = k | params) (scalar).
 
         Called on concrete arrays it first checks `data` and `params` (`check_data`,
-        `check_params`) and raises on bad input; under jit/vmap/grad it does not check.
+        `check_params`) and raises on bad input, then runs one compiled program
+        (compiled once per model and shapes; `jaxem.structures.entry_points`);
+        under jit/vmap/grad it checks shapes and dtypes only and traces into the
+        caller's program.
         """
-        self._check_if_concrete(params, data)
         return log_partition(self.log_potentials(params, data))
 
+    @entry_point
     def e_step(self, params: Any, data: Any) -> MixturePosterior:
         """Responsibilities as the gradient of the log-partition, with the log-likelihood.
 
-        Input checks as for `log_likelihood` (concrete inputs only)."""
-        self._check_if_concrete(params, data)
+        Input checks and compilation as for `log_likelihood` (concrete inputs only)."""
         table = self.log_potentials(params, data)
         value, marginals = jax.value_and_grad(log_partition)(table)
         return MixturePosterior(marginals=marginals, log_likelihood=value)
@@ -110,11 +111,6 @@ class MixtureStructure:
                     f"log_potentials: must return the (N, K) = {expected} table, "
                     f"returned shape {table.shape}."
                 )
-
-    def _check_if_concrete(self, params: Any, data: Any) -> None:
-        if all_concrete(data) and all_concrete(params):
-            check_model_data(self, data)
-            check_model_params(self, params, data)
 
 
 @dataclasses.dataclass(frozen=True)
