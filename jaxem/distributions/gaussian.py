@@ -23,14 +23,15 @@ float32 (and lower): the centred path. With the precision's Cholesky factor P_k
     y_nk = (x_n - c) P_k - (μ_k - c) P_k = (x_n - μ_k) P_k            (D,)
     log N(x_n | μ_k, Σ_k) = -½ |y_nk|² - Σ_i log L_k,ii - ½ D log 2π
 
-one component at a time (`lax.map`; each an (N, D) @ (D, D) product; "diag" and
-"spherical" have diagonal factors P_k = diag(σ_k⁻¹)). Each entry of y is a
-difference of two terms of size |x - c|·|P_k|, so its error is about
-eps·|x - c|·|P_k|. The M-step takes two passes: means first, then
-S_k = Σ_n r_nk d_nk d_nkᵀ / n_k with d_nk = x_n - μ_k, sums of squares of centred
-values, so variances are never negative and keep their relative precision. It
-costs O(N·K·D²) per call instead of one matrix product, the price of float32
-results that agree with float64.
+full and tied one component at a time (`lax.map`; each an (N, D) @ (D, D)
+product); diag and spherical, whose factors are diagonal (P_k = diag(σ_k⁻¹)), as
+y_nk = (x_n - μ_k) ⊙ σ_k⁻¹ in one fused elementwise pass. Each entry of y has an
+error of about eps·|x - c|·|P_k| (not eps·|x - c|²·|P_k|²). The M-step takes two
+passes: means first, then S_k = Σ_n r_nk d_nk d_nkᵀ / n_k with d_nk = x_n - μ_k
+(full, tied: per component; diag, spherical: over blocks of rows), sums of squares
+of centred values, so variances are never negative and keep their relative
+precision. It costs O(N·K·D²) (or O(N·K·D)) per call instead of one matrix
+product, the price of float32 results that agree with float64.
 
 Both paths give scikit-learn's GaussianMixture estimator: n_k = Σ_n r_nk + 10 eps,
 μ_k = Σ_n r_nk x_n / n_k, covariances S_k + reg_covar·I (full), the pooled
@@ -133,9 +134,13 @@ class GaussianFamily:
             y = transform(u, factor) - transform(mean, factor)
             return jnp.sum(y * y, axis=-1)
 
-        # One component at a time (lax.map): (N, D) intermediates, and on CPU faster
-        # than one batched (N, K, D) computation.
-        distances = jax.lax.map(squared_distances, (inv_chol, m)).T  # (N, K)
+        if kind in ("full", "tied"):
+            # One component at a time (lax.map): (N, D) @ (D, D) products; on CPU faster
+            # than one (N, D) @ (D, K·D) product and its (N, K·D) intermediate.
+            distances = jax.lax.map(squared_distances, (inv_chol, m)).T  # (N, K)
+        else:
+            # Elementwise: one fused pass over (N, K, D) without storing it.
+            distances = jnp.sum(jnp.square((u[:, None, :] - m[None]) * inv_chol[None]), axis=-1)
         return -0.5 * distances - half_logdet - 0.5 * dim * _LOG_2PI
 
     def log_density(self, x: jax.Array, mean: jax.Array, covariance: jax.Array) -> jax.Array:
@@ -164,14 +169,15 @@ class GaussianFamily:
         m = (r.T @ u) / counts[:, None]  # (K, D), first pass
         matrices = self.covariance_type in ("full", "tied")
 
-        def scatter(args):  # second pass for one component k: Σ_n r_nk d dᵀ, or its diagonal
+        def scatter(args):  # second pass for one component k: Σ_n r_nk d dᵀ
             weights, mean = args
             d = u - mean
-            if matrices:
-                return (d * weights[:, None]).T @ d
-            return weights @ (d * d)
+            return (d * weights[:, None]).T @ d
 
-        scatters = jax.lax.map(scatter, (r.T, m))  # (K, D, D) or (K, D)
+        if matrices:
+            scatters = jax.lax.map(scatter, (r.T, m))  # (K, D, D)
+        else:
+            scatters = _diagonal_scatters(r, u, m)  # (K, D)
         eye = jnp.eye(m.shape[-1], dtype=dtype)
         kind = self.covariance_type
         if matrices:
@@ -288,3 +294,24 @@ class GaussianFamily:
     def covariance_shape(self, num_components: int, dim: int) -> tuple:
         return {"full": (num_components, dim, dim), "diag": (num_components, dim),
                 "spherical": (num_components,), "tied": (dim, dim)}[self.covariance_type]
+
+
+def _diagonal_scatters(r: jax.Array, u: jax.Array, m: jax.Array, block: int = 2048) -> jax.Array:
+    """Σ_n r_nk (u_n - m_k)² per component and coordinate: (K, D).
+
+    Over blocks of `block` rows (zero-padded; padded rows have r = 0), so the
+    (block, K, D) intermediate stays small: on CPU about 3× faster than one
+    component at a time and far faster than one (N, K, D) array.
+    """
+    num_rows, dim = u.shape
+    block = max(1, min(block, num_rows))
+    num_blocks = -(-num_rows // block)
+    pad = num_blocks * block - num_rows
+    u_blocks = jnp.pad(u, ((0, pad), (0, 0))).reshape(num_blocks, block, dim)
+    r_blocks = jnp.pad(r, ((0, pad), (0, 0))).reshape(num_blocks, block, r.shape[1])
+
+    def add_block(total, rows):
+        u_b, r_b = rows
+        return total + jnp.einsum("nk,nkd->kd", r_b, jnp.square(u_b[:, None, :] - m[None])), None
+
+    return jax.lax.scan(add_block, jnp.zeros(m.shape, u.dtype), (u_blocks, r_blocks))[0]
