@@ -10,10 +10,14 @@ Public names:
   HMM, Sequences               a hidden Markov model from three functions; padded batches of sequences
   ClosedForm, Gradient         M-step strategies
   fit, FitResult               the EM loop
-  fit_restarts, RestartsResult vmapped restarts (emEM or exhaustive)
+  fit_restarts, RestartsResult vmapped restarts (exhaustive or emEM)
   models, distributions, datasets, init
+
+Importing jaxem appends one XLA:CPU setting to XLA_FLAGS (small loop bodies
+compiled as one kernel; see `jaxem.xla_flags`, which says how to keep yours).
 """
 
+import jaxem.xla_flags  # noqa: F401  (first: sets XLA_FLAGS before any JAX backend can start)
 from jaxem import datasets, distributions, init, models
 from jaxem.fit import FitResult, fit
 from jaxem.mstep import ClosedForm, Gradient
