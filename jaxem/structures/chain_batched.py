@@ -43,13 +43,12 @@ def _forward(initial, transition, emission, lengths):
     alpha0 = first / jnp.where(c0 > 0, c0, 1.0)[:, None]
 
     def step(alpha, b_t):
-        # Only the unnormalised (B, K) slice leaves the loop; c_t is recomputed outside.
         unnormalised = (alpha @ a) * b_t  # (B, K)
         c = jnp.sum(unnormalised, axis=1)
-        return unnormalised / jnp.where(c > 0, c, 1.0)[:, None], unnormalised
+        return unnormalised / jnp.where(c > 0, c, 1.0)[:, None], (unnormalised, c)
 
-    _, unnormalised = jax.lax.scan(step, alpha0, b[1:])
-    cs = jnp.concatenate([c0[None], jnp.sum(unnormalised, axis=2)], axis=0)
+    _, (unnormalised, cs) = jax.lax.scan(step, alpha0, b[1:])
+    cs = jnp.concatenate([c0[None], cs], axis=0)
     alphas = jnp.concatenate([alpha0[None], unnormalised / jnp.where(cs[1:] > 0, cs[1:], 1.0)[:, :, None]])
     log_c = jnp.where(valid, safe_log(cs), 0.0)
     values = (jnp.sum(log_c, axis=0) + jnp.sum(jnp.where(valid, e_shift, 0.0), axis=0)
@@ -64,16 +63,14 @@ def _backward(alphas, cs, a, b, valid, cotangents):
     padding = (~valid).astype(b.dtype)
 
     def step(beta, inputs):
-        # Only β̂_{t-1} leaves the loop; w_t is recomputed outside.
         b_t, inverse_c_t, padding_t = inputs
         w = b_t * beta * inverse_c_t[:, None]  # (B, K)
         previous = w @ a.T + padding_t[:, None]
-        return previous, previous
+        return previous, (previous, w)
 
     ones = jnp.ones_like(alphas[0])
-    _, betas = jax.lax.scan(step, ones, (b[1:], inverse_c[1:], padding[1:]), reverse=True)
+    _, (betas, ws) = jax.lax.scan(step, ones, (b[1:], inverse_c[1:], padding[1:]), reverse=True)
     betas = jnp.concatenate([betas, ones[None]], axis=0)
-    ws = (b * betas * inverse_c[:, :, None])[1:]  # (T-1, B, K)
     weight = cotangents[None, :, None]
     gamma = jnp.where(valid[:, :, None], alphas * betas, 0.0) * weight  # (T, B, K)
     num_states = a.shape[0]
