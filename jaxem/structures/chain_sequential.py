@@ -143,19 +143,19 @@ def scaled_forward(initial, transition, emission, length):
     p0, a, b, shift = _exp_shifted(initial, transition, emission, valid)
     if valid is not None:  # finite inputs on padding, whatever the padded data
         b = jnp.where(valid[:, None], b, 1.0)
-    first = p0 * b[0]
-    alpha0 = _safe_divide(first, jnp.sum(first))
 
-    def step(alpha, inputs):
-        # Only the unnormalised u_t = (α̂_{t-1}ᵀ A) ⊙ b_t leaves the loop: c_t and α̂_t are
-        # recomputed from it outside, at once for all t (fewer kernels per step).
-        a_t = inputs.get("transition", a)
-        unnormalised = jnp.sum(alpha[:, None] * a_t, axis=0) * inputs["b"]
-        return _safe_divide(unnormalised, jnp.sum(unnormalised)), unnormalised
+    def step(predicted, inputs):
+        # predicted = p_t (p_0 ∝ the initial distribution, p_t = α̂_{t-1}ᵀ A for t >= 1); only
+        # u_t = p_t ⊙ b_t leaves the loop: c_t and α̂_t are recomputed from it outside, at once
+        # for all t. The loop covers all T steps (the last step's p_T is unused).
+        unnormalised = predicted * inputs["b"]
+        alpha = _safe_divide(unnormalised, jnp.sum(unnormalised))
+        return jnp.sum(alpha[:, None] * inputs.get("transition", a), axis=0), unnormalised
 
-    xs = step_inputs({"b": b}, None, a if a.ndim == 3 else None)
-    _, unnormalised = jax.lax.scan(step, alpha0, xs)
-    unnormalised = jnp.concatenate([first[None], unnormalised], axis=0)
+    xs = {"b": b}
+    if a.ndim == 3:  # step t uses the transition t -> t+1; the last step none
+        xs["transition"] = jnp.concatenate([a, jnp.zeros_like(a[:1])], axis=0)
+    _, unnormalised = jax.lax.scan(step, p0, xs)
     cs = jnp.sum(unnormalised, axis=1)
     alphas = _safe_divide(unnormalised, cs[:, None])
     value = masked_sum(safe_log(cs), valid) + shift
@@ -176,17 +176,17 @@ def _scaled_backward(alphas, cs, a, b, valid):
         per_step["padding"] = (~valid).astype(b.dtype)
 
     def step(beta, inputs):
-        # beta = β̂_t; returns β̂_{t-1} (w_t is recomputed outside, at once for all t).
+        # beta = β̂_t (β̂_{T-1} = 1); emits it and returns β̂_{t-1} = A w_t (+ 1 on padding). The
+        # loop covers all T steps (the last one's β̂_{-1} is unused); w_t is recomputed outside.
         a_t = inputs.get("transition", a)
         previous = jnp.sum(a_t * (inputs["b"] * beta * inputs["inverse_c"])[None, :], axis=1)
         if "padding" in inputs:
             previous = previous + inputs["padding"]
-        return previous, previous
+        return previous, beta
 
-    xs = step_inputs(per_step, None, a if a.ndim == 3 else None)
-    ones = jnp.ones_like(alphas[0])
-    _, betas = jax.lax.scan(step, ones, xs, reverse=True)
-    betas = jnp.concatenate([betas, ones[None]], axis=0)  # β̂_0 .. β̂_{T-1}
+    if a.ndim == 3:  # step t uses the transition t-1 -> t; step 0 none
+        per_step["transition"] = jnp.concatenate([jnp.zeros_like(a[:1]), a], axis=0)
+    _, betas = jax.lax.scan(step, jnp.ones_like(alphas[0]), per_step, reverse=True)  # β̂_0 .. β̂_{T-1}
     ws = (b * betas * inverse_c[:, None])[1:]  # w_1 .. w_{T-1}
     gamma = alphas * betas
     if valid is not None:
