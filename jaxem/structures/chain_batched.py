@@ -38,18 +38,15 @@ def _forward(initial, transition, emission, lengths):
     p0 = jnp.exp(initial - i_shift)
     a = jnp.exp(transition - t_shift)
 
-    first = p0 * b[0]
-    c0 = jnp.sum(first, axis=1)
-    alpha0 = first / jnp.where(c0 > 0, c0, 1.0)[:, None]
-
-    def step(alpha, b_t):
-        unnormalised = (alpha @ a) * b_t  # (B, K)
+    def step(predicted, b_t):
+        # predicted: (B, K) p_t (p0 at t = 0, then α̂_{t-1} A); the loop covers all T steps.
+        unnormalised = predicted * b_t  # (B, K)
         c = jnp.sum(unnormalised, axis=1)
-        return unnormalised / jnp.where(c > 0, c, 1.0)[:, None], (unnormalised, c)
+        alpha = unnormalised / jnp.where(c > 0, c, 1.0)[:, None]
+        return alpha @ a, (alpha, c)
 
-    _, (unnormalised, cs) = jax.lax.scan(step, alpha0, b[1:])
-    cs = jnp.concatenate([c0[None], cs], axis=0)
-    alphas = jnp.concatenate([alpha0[None], unnormalised / jnp.where(cs[1:] > 0, cs[1:], 1.0)[:, :, None]])
+    start = jnp.broadcast_to(p0, b.shape[1:])
+    _, (alphas, cs) = jax.lax.scan(step, start, b)
     log_c = jnp.where(valid, safe_log(cs), 0.0)
     values = (jnp.sum(log_c, axis=0) + jnp.sum(jnp.where(valid, e_shift, 0.0), axis=0)
               + i_shift + t_shift * (lengths - 1))
@@ -63,14 +60,14 @@ def _backward(alphas, cs, a, b, valid, cotangents):
     padding = (~valid).astype(b.dtype)
 
     def step(beta, inputs):
+        # beta = β̂_t (1 at t = T-1); emits w_t and returns β̂_{t-1}; the loop covers all T steps.
         b_t, inverse_c_t, padding_t = inputs
         w = b_t * beta * inverse_c_t[:, None]  # (B, K)
         previous = w @ a.T + padding_t[:, None]
-        return previous, (previous, w)
+        return previous, (beta, w)
 
-    ones = jnp.ones_like(alphas[0])
-    _, (betas, ws) = jax.lax.scan(step, ones, (b[1:], inverse_c[1:], padding[1:]), reverse=True)
-    betas = jnp.concatenate([betas, ones[None]], axis=0)
+    _, (betas, ws) = jax.lax.scan(step, jnp.ones_like(alphas[0]), (b, inverse_c, padding), reverse=True)
+    ws = ws[1:]
     weight = cotangents[None, :, None]
     gamma = jnp.where(valid[:, :, None], alphas * betas, 0.0) * weight  # (T, B, K)
     num_states = a.shape[0]
