@@ -11,8 +11,8 @@ sequence of T steps, K=8 states, D=4, full covariances:
 - a scan of the same length that does nothing but one multiply per step (the
   per-step floor of `lax.scan` on this backend).
 
-It also counts the kernels XLA launches per step of each scan (the fusions in the
-compiled while-loop body), and splits compile time into tracing/lowering and the
+It also says whether XLA compiled each scan's loop as one kernel (see
+`jaxem.xla_flags`), and splits compile time into tracing/lowering and the
 XLA compile, with the number of fusions in the compiled loop and the time to load
 the same program from a persistent compilation cache.
 
@@ -22,6 +22,7 @@ Run: python benchmarks/profile_hmm_iteration.py [--steps 100000] [--float32]
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 import time
@@ -47,16 +48,10 @@ def best_ms(fn, *args, repeats: int = 15) -> float:
     return best * 1e3
 
 
-def loop_kernels(compiled_text: str) -> list[int]:
-    """Kernels (fusions and other non-trivial ops) in each while-loop body."""
-    trivial = {"parameter", "get-tuple-element", "constant", "tuple", "bitcast"}
-    counts = []
-    for block in compiled_text.split("\n\n"):
-        lines = block.strip().splitlines()
-        if lines and re.match(r"%\S+ \(arg_tuple", lines[0]) and "ROOT %tuple" in block:
-            ops = re.findall(r"= \S+ ([\w-]+)\(", block)
-            counts.append(sum(op not in trivial for op in ops))
-    return counts
+def one_kernel(compiled_text: str) -> bool:
+    """Whether XLA:CPU compiled the program's while loop as one kernel (a "small call"),
+    rather than dispatching the ops of each iteration one by one."""
+    return "xla_cpu_small_call" in compiled_text
 
 
 def main(argv=None):
@@ -104,9 +99,10 @@ def main(argv=None):
     for name, ms in pieces.items():
         print(f"| {name} | {ms:.2f} | {ms * 1e6 / steps:.0f} |")
 
-    kernels_fwd = loop_kernels(forward.lower(*tables).compile().as_text())
-    kernels_bwd = loop_kernels(backward.lower(alphas, cs, a, b).compile().as_text())
-    print(f"\nkernels per step in the compiled loop body: forward {kernels_fwd}, backward {kernels_bwd}")
+    fwd_one = one_kernel(forward.lower(*tables).compile().as_text())
+    bwd_one = one_kernel(backward.lower(alphas, cs, a, b).compile().as_text())
+    print(f"\nloop compiled as one kernel: forward {fwd_one}, backward {bwd_one} "
+          f"(XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
 
     fit_fn = jax.jit(lambda d, p: run_em(model, d, p, m_step, None, 100, 100, 1e-3))
     start = time.perf_counter()
