@@ -45,7 +45,8 @@ def _forward(initial, transition, emission, lengths):
         alpha = unnormalised / jnp.where(c > 0, c, 1.0)[:, None]
         return alpha @ a, (alpha, c)
 
-    start = jnp.broadcast_to(p0, b.shape[1:])
+    # Tables of mixed precision: the loop runs in the widest.
+    start = jnp.broadcast_to(p0, b.shape[1:]).astype(jnp.result_type(p0, a, b))
     _, (alphas, cs) = jax.lax.scan(step, start, b)
     log_c = jnp.where(valid, safe_log(cs), 0.0)
     values = (jnp.sum(log_c, axis=0) + jnp.sum(jnp.where(valid, e_shift, 0.0), axis=0)

@@ -155,7 +155,8 @@ def scaled_forward(initial, transition, emission, length):
     xs = {"b": b}
     if a.ndim == 3:  # step t uses the transition t -> t+1; the last step none
         xs["transition"] = jnp.concatenate([a, jnp.zeros_like(a[:1])], axis=0)
-    _, unnormalised = jax.lax.scan(step, p0, xs)
+    dtype = jnp.result_type(p0, a, b)  # tables of mixed precision: the loop runs in the widest
+    _, unnormalised = jax.lax.scan(step, p0.astype(dtype), xs)
     cs = jnp.sum(unnormalised, axis=1)
     alphas = _safe_divide(unnormalised, cs[:, None])
     value = masked_sum(safe_log(cs), valid) + shift
