@@ -28,6 +28,7 @@ from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
     check_chain_params,
     check_concentration,
+    check_state_table,
     fill_padding,
     flatten_steps,
     step_values,
@@ -156,12 +157,7 @@ class GaussianHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
         axes. Under jit/vmap only the structure, dtypes and shapes are checked."""
         batch = check_chain_params(params, GaussianHMMParams, self.num_states, batch_ndim, name)
         k = self.num_states
-        if jnp.ndim(params.means) != batch_ndim + 2:
-            raise ValueError(
-                f"{name}.means: expected shape (K, D) = ({k}, D), got {jnp.shape(params.means)}."
-            )
-        dim = step_values(data)[1][-1] if data is not None else jnp.shape(params.means)[-1]
-        check_array(params.means, f"{name}.means", batch + (k, dim))
+        dim = check_state_table(params.means, f"{name}.means", k, batch, data)
         check_array(params.covariances, f"{name}.covariances ({self.covariance_type})",
                     batch + self.family.covariance_shape(k, dim))
         if self.covariance_type in ("full", "tied"):

@@ -45,6 +45,18 @@ def check_concentration(value: Any, name: str) -> None:
         raise ValueError(f"{name}: expected a number >= 0 (1.0 means no prior), got {value!r}.")
 
 
+def check_state_table(values: Any, name: str, num_states: int, batch: tuple, data: Any = None) -> int:
+    """Per-state emission parameters of shape batch + (K, D), D taken from `data` when given;
+    returns D."""
+    if jnp.ndim(values) != len(batch) + 2:
+        raise ValueError(
+            f"{name}: expected shape (K, D) = ({num_states}, D), got {jnp.shape(values)}."
+        )
+    dim = step_values(data)[1][-1] if data is not None else jnp.shape(values)[-1]
+    check_array(values, name, batch + (num_states, dim))
+    return dim
+
+
 def check_chain_params(params: Any, params_type: type, num_states: int, batch_ndim: int,
                        name: str) -> tuple:
     """Check the parts every ready HMM's parameters share and return the batch shape.

@@ -27,6 +27,7 @@ from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
     check_chain_params,
     check_concentration,
+    check_state_table,
     fill_padding,
     flatten_steps,
     step_values,
@@ -36,7 +37,7 @@ from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
-from jaxem.validation import check_array, check_num_states, is_concrete
+from jaxem.validation import check_num_states, is_concrete
 
 __all__ = ["PoissonHMM", "PoissonHMMParams", "poisson_hmm"]
 
@@ -159,13 +160,7 @@ class PoissonHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
         when given). `batch_ndim` leading axes are batch axes. Under jit/vmap only
         the structure, dtypes and shapes are checked."""
         batch = check_chain_params(params, PoissonHMMParams, self.num_states, batch_ndim, name)
-        k = self.num_states
-        if jnp.ndim(params.rates) != batch_ndim + 2:
-            raise ValueError(
-                f"{name}.rates: expected shape (K, D) = ({k}, D), got {jnp.shape(params.rates)}."
-            )
-        dim = step_values(data)[1][-1] if data is not None else jnp.shape(params.rates)[-1]
-        check_array(params.rates, f"{name}.rates", batch + (k, dim))
+        check_state_table(params.rates, f"{name}.rates", self.num_states, batch, data)
         if is_concrete(params.rates) and np.any(np.asarray(params.rates) < 0):
             index = tuple(int(i) for i in np.argwhere(np.asarray(params.rates) < 0)[0])
             raise ValueError(
