@@ -33,8 +33,8 @@ import jax.numpy as jnp
 jax.config.update("jax_enable_x64", True)
 
 import jaxem as em  # noqa: E402
-from jaxem.fit import run_em  # noqa: E402
-from jaxem.mstep import resolve_m_step  # noqa: E402
+from jaxem.engine.fit import run_em  # noqa: E402
+from jaxem.engine.mstep import resolve_m_step  # noqa: E402
 from jaxem.structures.chain_sequential import _scaled_backward, scaled_forward  # noqa: E402
 
 

@@ -11,17 +11,17 @@ Public names:
   ClosedForm, Gradient         M-step strategies
   fit, FitResult               the EM loop
   fit_restarts, RestartsResult vmapped restarts (exhaustive or emEM)
-  models, distributions, datasets, init
+  models, families (distributions: its old name), datasets, init
 
 Importing jaxem appends one XLA:CPU setting to XLA_FLAGS (small loop bodies
 compiled as one kernel; see `jaxem.xla_flags`, which says how to keep yours).
 """
 
 import jaxem.xla_flags  # noqa: F401  (first: sets XLA_FLAGS before any JAX backend can start)
-from jaxem import datasets, distributions, init, models
-from jaxem.fit import FitResult, fit
-from jaxem.mstep import ClosedForm, Gradient
-from jaxem.restarts import RestartsResult, fit_restarts
+from jaxem import datasets, distributions, families, init, models
+from jaxem.engine.fit import FitResult, fit
+from jaxem.engine.mstep import ClosedForm, Gradient
+from jaxem.engine.restarts import RestartsResult, fit_restarts
 from jaxem.structures import HMM, ChainPosterior, Mixture, MixturePosterior, Sequences
 
 __version__ = "0.1.0"
@@ -38,6 +38,7 @@ __all__ = [
     "RestartsResult",
     "datasets",
     "distributions",
+    "families",
     "fit",
     "fit_restarts",
     "init",

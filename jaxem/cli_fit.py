@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.models import gaussian_mixture
-from jaxem.restarts import fit_restarts
+from jaxem.engine.restarts import fit_restarts
 
 __all__ = ["CommandLineError", "ModelFit", "PARAM_NAMES", "build_model", "fit_model", "full_covariances"]
 

@@ -29,7 +29,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import jaxem as em
-from jaxem.fit import _fit_compiled
+from jaxem.engine.fit import _fit_compiled
 
 SEEDS = st.integers(0, 2**32 - 1)
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxem as em
-from jaxem.fit import FitResult
+from jaxem.engine.fit import FitResult
 from jaxem.io import FORMAT, load_result, save_result
 from jaxem.models import GaussianMixtureParams, gaussian_mixture
 

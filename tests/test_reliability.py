@@ -27,7 +27,7 @@ from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
 
 import jaxem as em
-from jaxem.fit import DEFAULT_TOL
+from jaxem.engine.fit import DEFAULT_TOL
 from jaxem.models import GaussianMixtureParams, gaussian_mixture
 
 N, D, K, MAX_ITER = GMM_N, GMM_D, GMM_K, GMM_MAX_ITER

@@ -20,7 +20,7 @@ from helpers import (
 )
 
 import jaxem as em
-from jaxem.fit import DEFAULT_TOL
+from jaxem.engine.fit import DEFAULT_TOL
 
 MODEL = em.models.gaussian_mixture(GMM_K, "full")  # the same model and shapes as the sklearn tests
 NUM_RESTARTS = 16

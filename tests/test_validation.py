@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import jaxem as em
 from jaxem.models import GaussianMixtureParams, gaussian_mixture
-from jaxem.mstep import resolve_m_step
+from jaxem.engine.mstep import resolve_m_step
 from jaxem.validation import check_fit_inputs, check_positive_definite, check_simplex
 
 N, D, K = 24, 2, 3
@@ -215,8 +215,8 @@ def test_bad_input_is_refused_with_a_message_naming_the_argument(call, error, ar
 def test_every_bad_input_raises_before_anything_is_compiled():
     """The table's EM-loop entry points refuse their input before the loop is traced: no new entry
     appears in the compiled-function caches."""
-    from jaxem.fit import _fit_compiled
-    from jaxem.restarts import _restarts_compiled
+    from jaxem.engine.fit import _fit_compiled
+    from jaxem.engine.restarts import _restarts_compiled
 
     before = (_fit_compiled._cache_size(), _restarts_compiled._cache_size())
     for _, call, error, *_ in CASES:

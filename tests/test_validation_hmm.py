@@ -221,8 +221,8 @@ def test_bad_hmm_input_is_refused_with_a_message_naming_the_argument(call, error
 
 
 def test_bad_hmm_input_raises_before_an_em_loop_is_compiled():
-    from jaxem.fit import _fit_compiled
-    from jaxem.restarts import _restarts_compiled
+    from jaxem.engine.fit import _fit_compiled
+    from jaxem.engine.restarts import _restarts_compiled
 
     before = (_fit_compiled._cache_size(), _restarts_compiled._cache_size())
     for _, call, error, *_ in CASES:
@@ -240,7 +240,7 @@ def test_bad_hmm_input_raises_before_an_em_loop_is_compiled():
 def test_valid_hmm_inputs_pass_every_check(model, data, params):
     """No false alarms: the table's valid inputs (and float32 parameters) pass, and so does what
     `init` returns."""
-    from jaxem.mstep import resolve_m_step
+    from jaxem.engine.mstep import resolve_m_step
     from jaxem.validation import check_fit_inputs
 
     for p in (params, jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params),

@@ -1,26 +1,4 @@
-"""Log-densities and the exponential-family machinery behind closed-form M-steps.
+"""`jaxem.distributions`: the name version 1 gave `jaxem.families` (kept as a re-export)."""
 
-- `scalar`: log-densities of one observation (normal, multivariate normal,
-  Poisson, categorical), for writing `log_joint` functions.
-- `gaussian`: Gaussian log-density tables of N points under K components
-  (centred per component) and the two-pass weighted MLE, for four covariance
-  types.
-"""
-
-from jaxem.distributions.gaussian import COVARIANCE_TYPES, GaussianEstimate, GaussianFamily
-from jaxem.distributions.scalar import (
-    categorical_logpmf,
-    mvn_logpdf,
-    normal_logpdf,
-    poisson_logpmf,
-)
-
-__all__ = [
-    "COVARIANCE_TYPES",
-    "GaussianEstimate",
-    "GaussianFamily",
-    "categorical_logpmf",
-    "mvn_logpdf",
-    "normal_logpdf",
-    "poisson_logpmf",
-]
+from jaxem.families import *  # noqa: F401,F403
+from jaxem.families import __all__  # noqa: F401

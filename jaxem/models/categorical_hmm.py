@@ -29,7 +29,7 @@ from jaxem.models.hmm_common import (
     normalize_rows,
     step_values,
 )
-from jaxem.mstep import ClosedForm
+from jaxem.engine.mstep import ClosedForm
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point

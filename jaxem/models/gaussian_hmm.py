@@ -2,7 +2,7 @@
 
 The emission table of all T steps (of all sequences) is computed for all states
 at once, centred per state, and the closed-form M-step is the two-pass weighted
-MLE with the state probabilities γ as weights (`jaxem.distributions.GaussianFamily`).
+MLE with the state probabilities γ as weights (`jaxem.families.GaussianFamily`).
 Everything else (forward
 recursion, posterior, Q, Viterbi) comes from `ChainStructure`.
 
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.distributions.gaussian import GaussianFamily
+from jaxem.families.gaussian import GaussianFamily
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
@@ -33,7 +33,7 @@ from jaxem.models.hmm_common import (
     flatten_steps,
     step_values,
 )
-from jaxem.mstep import ClosedForm
+from jaxem.engine.mstep import ClosedForm
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data

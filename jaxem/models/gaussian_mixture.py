@@ -2,7 +2,7 @@
 
 The log-potential table is computed for all components at once (one matrix
 product for full covariances), centred per component, and the closed-form
-M-step is the two-pass weighted MLE (`jaxem.distributions.GaussianFamily`),
+M-step is the two-pass weighted MLE (`jaxem.families.GaussianFamily`),
 accurate in float32 too; every other EM quantity (E-step,
 Q-function, log-likelihood) is derived by `MixtureStructure`. The M-step is
 scikit-learn's `GaussianMixture` estimator, so fits started from the same
@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.distributions.gaussian import GaussianFamily
+from jaxem.families.gaussian import GaussianFamily
 from jaxem.init import INIT_METHODS, initial_responsibilities
-from jaxem.mstep import ClosedForm
+from jaxem.engine.mstep import ClosedForm
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.mixture import MixturePosterior, MixtureStructure
 from jaxem.validation import (

@@ -37,7 +37,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from jaxem.init import initial_responsibilities, kmeans_plusplus
 from jaxem.models.gaussian_mixture import GaussianMixtureModel, GaussianMixtureParams, gaussian_mixture
-from jaxem.restarts import fit_restarts
+from jaxem.engine.restarts import fit_restarts
 
 __all__ = ["GaussianMixture"]
 

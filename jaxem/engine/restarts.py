@@ -27,8 +27,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.fit import DEFAULT_TOL, FitResult, run_em
-from jaxem.mstep import resolve_m_step
+from jaxem.engine.fit import DEFAULT_TOL, FitResult, run_em
+from jaxem.engine.mstep import resolve_m_step
 from jaxem.validation import check_fit_inputs, check_fit_settings, check_int, check_restart_batch
 
 __all__ = ["RestartsResult", "fit_restarts", "best_index"]

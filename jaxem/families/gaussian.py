@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.distributions.scalar import mvn_logpdf, normal_logpdf
+from jaxem.families.scalar import mvn_logpdf, normal_logpdf
 
 __all__ = ["COVARIANCE_TYPES", "GaussianEstimate", "GaussianFamily"]
 

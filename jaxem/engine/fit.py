@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.mstep import resolve_m_step
+from jaxem.engine.mstep import resolve_m_step
 from jaxem.tree import all_finite, select
 from jaxem.validation import check_fit_inputs, check_fit_settings
 
