@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.models import gaussian_mixture
 from jaxem.engine.restarts import fit_restarts
+from jaxem.models import gaussian_mixture
 
 __all__ = ["CommandLineError", "ModelFit", "PARAM_NAMES", "build_model", "fit_model", "full_covariances"]
 

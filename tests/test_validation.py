@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxem as em
-from jaxem.models import GaussianMixtureParams, gaussian_mixture
 from jaxem.engine.mstep import resolve_m_step
+from jaxem.models import GaussianMixtureParams, gaussian_mixture
 from jaxem.validation import check_fit_inputs, check_positive_definite, check_simplex
 
 N, D, K = 24, 2, 3

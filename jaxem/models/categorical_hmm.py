@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.engine.mstep import ClosedForm
 from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
     check_chain_params,
@@ -29,7 +30,6 @@ from jaxem.models.hmm_common import (
     normalize_rows,
     step_values,
 )
-from jaxem.engine.mstep import ClosedForm
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point

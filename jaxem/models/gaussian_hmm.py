@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxem.engine.mstep import ClosedForm
 from jaxem.families.gaussian import GaussianFamily
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
@@ -33,7 +34,6 @@ from jaxem.models.hmm_common import (
     flatten_steps,
     step_values,
 )
-from jaxem.engine.mstep import ClosedForm
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data

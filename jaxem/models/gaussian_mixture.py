@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.engine.mstep import ClosedForm
 from jaxem.families.gaussian import GaussianFamily
 from jaxem.init import INIT_METHODS, initial_responsibilities
-from jaxem.engine.mstep import ClosedForm
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.mixture import MixturePosterior, MixtureStructure
 from jaxem.validation import (

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, xlogy
 
+from jaxem.engine.mstep import ClosedForm
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChainMixin,
@@ -32,7 +33,6 @@ from jaxem.models.hmm_common import (
     flatten_steps,
     step_values,
 )
-from jaxem.engine.mstep import ClosedForm
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point

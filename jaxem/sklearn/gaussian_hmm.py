@@ -46,11 +46,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from jaxem.engine.mstep import ClosedForm
+from jaxem.engine.restarts import fit_restarts
 from jaxem.init import LLOYD_ITERATIONS, kmeans_plusplus, lloyd
 from jaxem.models.gaussian_hmm import GaussianHMMParams, gaussian_hmm
 from jaxem.models.hmm_common import dirichlet_map, flatten_steps
-from jaxem.engine.mstep import ClosedForm
-from jaxem.engine.restarts import fit_restarts
 from jaxem.structures.sequences import Sequences
 
 __all__ = ["ConvergenceMonitor", "GaussianHMM"]

@@ -35,9 +35,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from jaxem.engine.restarts import fit_restarts
 from jaxem.init import initial_responsibilities, kmeans_plusplus
 from jaxem.models.gaussian_mixture import GaussianMixtureModel, GaussianMixtureParams, gaussian_mixture
-from jaxem.engine.restarts import fit_restarts
 
 __all__ = ["GaussianMixture"]
 
