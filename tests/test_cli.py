@@ -26,8 +26,9 @@ import pytest
 from sklearn.mixture import GaussianMixture
 
 import jaxem
-from jaxem import cli, cli_fit, cli_report
-from jaxem.cli_data import DataFileError, read_table
+from jaxem import cli
+from jaxem.cli import fitting, report
+from jaxem.cli.data import DataFileError, Table, read_table
 from jaxem.io import load_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -392,17 +393,17 @@ def test_summary_of_every_covariance_type(kind, model):
     params = {"weights": np.array([0.25, 0.75])} if model == "gmm" else {
         "initial": np.array([0.25, 0.75]), "transition": np.array([[0.9, 0.1], [0.2, 0.8]])}
     params.update(means=np.arange(6.0).reshape(k, d), covariances=np.full(shapes[kind], 0.5))
-    fit = cli_fit.ModelFit(
+    fit = fitting.ModelFit(
         model=model, covariance_type=kind, params=params, log_likelihood=-10.0, num_params=7, bic=30.0,
         aic=34.0, icl=31.0, num_iters=4, converged=False, history=np.arange(4.0),
         responsibilities=np.eye(2), best_restart=1, restart_log_likelihood=np.array([-11.0, -10.0]),
         restart_num_iters=np.array([3, 4]), restart_converged=np.array([True, False]),
         restart_history=np.zeros((2, 5)),
     )
-    table = cli.Table(np.zeros((5, d)), ("a", "b", "c"), "test")
+    table = Table(np.zeros((5, d)), ("a", "b", "c"), "test")
     settings = {"restarts": 2, "init": "kmeans++", "seed": 0, "strategy": "exhaustive", "max_iter": 4,
                 "tol": 1e-3}
-    text = cli_report.format_fit(fit, table, settings)
+    text = report.format_fit(fit, table, settings)
     assert "log-likelihood  -10.0000" in text and "converged       no (stopped at --max-iter 4" in text
     if model == "gmm":
         assert "component 2: weight 0.75000" in text
@@ -411,5 +412,5 @@ def test_summary_of_every_covariance_type(kind, model):
     label = {"full": "covariance", "diag": "variances", "spherical": "variance", "tied": "shared covariance"}
     assert label[kind] in text
     assert text.count("0.5") == {"full": 18, "diag": 6, "spherical": 2, "tied": 9}[kind]
-    assert cli_fit.full_covariances(fit).shape == (k, d, d)
-    np.testing.assert_allclose(np.diagonal(cli_fit.full_covariances(fit), axis1=1, axis2=2), 0.5)
+    assert fitting.full_covariances(fit).shape == (k, d, d)
+    np.testing.assert_allclose(np.diagonal(fitting.full_covariances(fit), axis1=1, axis2=2), 0.5)

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from jaxem.cli_data import Table
-from jaxem.cli_fit import ModelFit
+from jaxem.cli.data import Table
+from jaxem.cli.fitting import ModelFit
 
 __all__ = ["fit_to_json", "format_fit", "format_selection", "json_array", "json_number", "save_npz"]
 

@@ -1,4 +1,4 @@
-"""The command line: `python -m jaxem` (installed as `jaxem`).
+"""The commands of the command line: `python -m jaxem` (installed as `jaxem`).
 
     jaxem                      fit a 2-component full-covariance Gaussian mixture to the
                                shipped Old Faithful data (the same as `jaxem fit`)
@@ -9,15 +9,15 @@ FILE is a CSV file (header optional) or a `.npy` array of shape (N, D); without
 it the shipped Old Faithful data (272 × 2) is used. With `--model hmm` the rows
 are one sequence in time order. The command line runs in float64 (it is an
 application, so it switches on `jax_enable_x64`; the library never does). Each
-model configuration is ONE compiled program (`jaxem.cli_fit`). Compiled
+model configuration is ONE compiled program (`jaxem.cli.fitting`). Compiled
 programs are kept in a persistent cache (`$JAXEM_CACHE_DIR`, default
 `~/.cache/jaxem/xla`; `--no-cache` or an empty `JAXEM_CACHE_DIR` turns it
 off), so a second run of the same configuration skips the compile.
 
 Errors are one line on stderr and a non-zero exit code (1 for bad data or a
 failed fit, 2 for bad arguments); `--debug` shows the traceback instead.
-The pieces: `cli_data` reads the file, `cli_fit` fits, `cli_report` prints and
-saves, `cli_plot` draws.
+The pieces (`jaxem.cli`): `data` reads the file, `fitting` fits, `report` prints
+and saves, `plot` draws.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ import time
 
 import jax
 
-from jaxem.cli_data import DataFileError, Table, read_table
-from jaxem.cli_fit import CommandLineError, ModelFit, fit_model, full_covariances
-from jaxem.cli_plot import PlotUnavailable
-from jaxem.cli_report import (
+from jaxem.cli.data import DataFileError, Table, read_table
+from jaxem.cli.fitting import CommandLineError, ModelFit, fit_model, full_covariances
+from jaxem.cli.plot import PlotUnavailable
+from jaxem.cli.report import (
     data_json,
     fit_to_json,
     format_fit,
@@ -218,7 +218,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     """Fail before fitting: output names, and matplotlib when a plot is asked for."""
     if args.plot:
         _check_output_path(args.plot, "--plot", ".png")
-        from jaxem.cli_plot import require_matplotlib
+        from jaxem.cli.plot import require_matplotlib
 
         require_matplotlib()
     if getattr(args, "save", None):
@@ -263,7 +263,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         saved = save_npz(args.save, fit, table, settings)
         _note(args, f"saved the parameters to {saved} (read it with jaxem.io.load_result)")
     if args.plot:
-        from jaxem.cli_plot import plot_fit
+        from jaxem.cli.plot import plot_fit
 
         weights = fit.params.get("weights")
         if weights is None:  # an HMM: the states' overall frequencies under the posterior
@@ -350,7 +350,7 @@ def _run_select(args: argparse.Namespace) -> int:
     else:
         print(format_selection(rows, table, settings, args.model))
     if args.plot:
-        from jaxem.cli_plot import plot_selection
+        from jaxem.cli.plot import plot_selection
 
         plot_selection(args.plot, [{**r, "bic": json_number(r["bic"]), "icl": json_number(r["icl"])}
                                    for r in rows], f"model selection on {table.source}")
