@@ -1,13 +1,22 @@
-"""Small pytree utilities used by the EM loop and the M-steps."""
+"""Pytree utilities: leafwise helpers for the EM loop, and models as pytrees.
+
+A ready model is a frozen dataclass registered as a pytree (`pytree_dataclass`): its
+structural settings (number of states, covariance type, algorithm, user functions) are
+marked `static_field()` and live in the treedef, so they fix the compiled program; every
+other field (reg_covar, prior strengths) is a leaf, so a new value reuses the compiled
+program and can be differentiated. Unflattening bypasses `__init__` (and its input
+checks), as JAX rebuilds pytrees with tracers or placeholders as leaves.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["all_finite", "select"]
+__all__ = ["all_finite", "pytree_dataclass", "select", "static_field", "tree_add", "tree_zeros_like"]
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -20,3 +29,46 @@ def all_finite(tree: Any) -> jax.Array:
 def select(condition: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Leafwise `jnp.where(condition, on_true, on_false)` for a scalar condition."""
     return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
+
+
+def tree_add(a: Any, b: Any) -> Any:
+    """Leafwise a + b (how expected sufficient statistics of two parts of the data combine)."""
+    return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def tree_zeros_like(tree: Any) -> Any:
+    """Leafwise zeros shaped like `tree`."""
+    return jax.tree_util.tree_map(jnp.zeros_like, tree)
+
+
+def static_field(**kwargs: Any) -> Any:
+    """A dataclass field that is part of the treedef (static under `jit`), not a leaf."""
+    metadata = dict(kwargs.pop("metadata", {}), static=True)
+    return dataclasses.field(metadata=metadata, **kwargs)
+
+
+def pytree_dataclass(cls: type) -> type:
+    """Register the dataclass `cls` as a pytree: `static_field()`s go in the treedef
+    (they must be hashable and comparable), all other fields are children (leaves or
+    sub-pytrees). Returns `cls`."""
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    static = tuple(f.name for f in fields if f.metadata.get("static"))
+    dynamic = tuple(f.name for f in fields if not f.metadata.get("static"))
+
+    def flatten_with_keys(obj):
+        children = [(jax.tree_util.GetAttrKey(name), getattr(obj, name)) for name in dynamic]
+        return children, tuple(getattr(obj, name) for name in static)
+
+    def flatten(obj):
+        return [getattr(obj, name) for name in dynamic], tuple(getattr(obj, name) for name in static)
+
+    def unflatten(aux, children):
+        obj = object.__new__(cls)
+        for name, value in zip(static, aux, strict=True):
+            object.__setattr__(obj, name, value)
+        for name, value in zip(dynamic, children, strict=True):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    jax.tree_util.register_pytree_with_keys(cls, flatten_with_keys, unflatten, flatten)
+    return cls

@@ -49,6 +49,7 @@ __all__ = [
     "check_finite_tree",
     "check_fit_inputs",
     "check_fit_settings",
+    "check_hyperparameter",
     "check_int",
     "check_m_step_output",
     "check_model_data",
@@ -61,6 +62,7 @@ __all__ = [
     "check_restart_batch",
     "check_scalar_function",
     "check_simplex",
+    "check_weights",
     "eval_shape_cached",
     "is_concrete",
 ]
@@ -106,6 +108,49 @@ def check_int(value: Any, name: str, minimum: int) -> None:
         raise TypeError(f"{name}: expected a Python int >= {minimum}, got {value!r}.")
     if value < minimum:
         raise ValueError(f"{name}: must be >= {minimum}, got {value}.")
+
+
+def check_hyperparameter(value: Any, name: str, minimum: float = 0.0, hint: str = "") -> None:
+    """A model hyperparameter (a leaf of the model pytree): a real number or a 0-d float
+    array, >= `minimum`. Tracers (inside jit/vmap/grad) are not checked."""
+    if not is_concrete(value):
+        return
+    if isinstance(value, bool) or not (isinstance(value, (int, float, np.integer, np.floating))
+                                       or (hasattr(value, "shape") and jnp.ndim(value) == 0)):
+        raise ValueError(f"{name}: expected a number >= {minimum:g}{hint}, got {value!r}.")
+    number = float(value)
+    if not number >= minimum or not math.isfinite(number):
+        raise ValueError(f"{name}: expected a finite number >= {minimum:g}{hint}, got {number!r}.")
+
+
+def check_weights(weights: Any, shape: tuple, name: str = "weights") -> None:
+    """Sample weights: None, or a real array of `shape` (one weight per observation, or per
+    sequence), non-negative and finite with a positive total (values checked when concrete)."""
+    if weights is None:
+        return
+    if not hasattr(weights, "shape"):
+        weights = np.asarray(weights)
+    dtype = weights.dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)) \
+            or jnp.issubdtype(dtype, jnp.bool_):
+        raise TypeError(f"{name}: expected real numbers (one weight per observation), got dtype {dtype}.")
+    if tuple(jnp.shape(weights)) != tuple(shape):
+        raise ValueError(
+            f"{name}: expected shape {tuple(shape)} (one non-negative weight per observation, or per "
+            f"sequence for Sequences), got {tuple(jnp.shape(weights))}."
+        )
+    if not is_concrete(weights):
+        return
+    values = np.asarray(weights, dtype=np.float64)
+    bad = ~np.isfinite(values) | (values < 0)
+    if np.any(bad):
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name}{_format_index(index)}: is {values[index]!r}; weights must be finite and >= 0 "
+            "(a zero weight removes the observation)."
+        )
+    if values.size and not values.sum() > 0:
+        raise ValueError(f"{name}: all weights are zero; at least one observation needs a positive weight.")
 
 
 def check_fit_settings(max_iter: Any, tol: Any) -> None:
@@ -418,17 +463,21 @@ def check_restart_batch(params0: Any, name: str = "params0") -> int:
 
 
 def check_m_step_output(model: Any, m_step: Any, log_prior: Any, params: Any, data: Any,
-                        name: str = "m_step") -> None:
-    """One M-step, traced on shapes alone, must return a pytree with the structure
-    and shapes of `params` (the EM loop's carry, which keeps the starting dtypes;
-    anything else would fail deep inside `lax.while_loop`). `params` and `data`
-    may be ShapeDtypeStructs. Cached per (model, m_step, log_prior, shapes)."""
+                        weights: Any, one_step: Callable, name: str = "m_step") -> None:
+    """One EM step, `one_step(model, m_step, log_prior, params, data, weights) -> params`,
+    traced on shapes alone, must return a pytree with the structure and shapes of
+    `params` (the EM loop's carry, which keeps the starting dtypes; anything else
+    would fail deep inside `lax.while_loop`). Arguments may be ShapeDtypeStructs.
+    Cached per (M-step, prior, model structure and every shape)."""
+    arrays = (model, params, data, weights)
     try:
-        hash((model, m_step, log_prior))
-    except TypeError:  # an unhashable model or M-step: check without the cache
-        message = _m_step_mismatch(model, m_step, log_prior, abstract(params), abstract(data))
+        hash((m_step, log_prior, one_step))
+        signature = _signature(arrays)
+        hash(signature)
+    except TypeError:  # an unhashable M-step or static model field: check without the cache
+        message = _m_step_mismatch(m_step, log_prior, one_step, abstract(arrays))
     else:
-        message = _m_step_mismatch_cached(model, m_step, log_prior, _signature((params, data)))
+        message = _m_step_mismatch_cached(m_step, log_prior, one_step, signature)
     if message:
         raise TypeError(f"{name}: {message}")
 
@@ -438,16 +487,13 @@ def _leaf_signature(tree: Any):
 
 
 @functools.lru_cache(maxsize=256)
-def _m_step_mismatch_cached(model, m_step, log_prior, signature) -> str:
-    params, data = _from_signature(signature)
-    return _m_step_mismatch(model, m_step, log_prior, params, data)
+def _m_step_mismatch_cached(m_step, log_prior, one_step, signature) -> str:
+    return _m_step_mismatch(m_step, log_prior, one_step, _from_signature(signature))
 
 
-def _m_step_mismatch(model, m_step, log_prior, params, data) -> str:
-    def one_step(p, x):
-        return m_step.update(model, p, model.e_step(p, x), x, log_prior)
-
-    out = jax.eval_shape(one_step, params, data)
+def _m_step_mismatch(m_step, log_prior, one_step, arrays) -> str:
+    model, params, data, weights = arrays
+    out = jax.eval_shape(lambda *a: one_step(a[0], m_step, log_prior, *a[1:]), model, params, data, weights)
     out_def, in_def = jax.tree_util.tree_structure(out), jax.tree_util.tree_structure(params)
     if out_def != in_def:
         return (f"returned parameters with pytree structure {out_def}, but the starting parameters "
@@ -461,7 +507,8 @@ def _m_step_mismatch(model, m_step, log_prior, params, data) -> str:
 
 
 def check_fit_inputs(model: Any, data: Any, params0: Any, m_step: Any, log_prior: Any, *,
-                     batch_ndim: int = 0, name: str = "params0") -> None:
+                     one_step: Callable, weights: Any = None, batch_ndim: int = 0,
+                     name: str = "params0") -> None:
     """What `fit` (batch_ndim=0) and `fit_restarts` (batch_ndim=1) check before tracing,
     given the resolved M-step: the data (`model.check_data`), the M-step's optimizer,
     the starting parameters (`model.check_params`), that `log_prior` returns a
@@ -477,4 +524,4 @@ def check_fit_inputs(model: Any, data: Any, params0: Any, m_step: Any, log_prior
         check_callable(log_prior, "log_prior")
         check_scalar_function(log_prior, (one_start,), "log_prior", "for one set of parameters",
                               fix="sum the log-densities of all parameters (jnp.sum)")
-    check_m_step_output(model, m_step, log_prior, one_start, abstract(data))
+    check_m_step_output(model, m_step, log_prior, one_start, abstract(data), abstract(weights), one_step)

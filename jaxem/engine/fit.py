@@ -1,21 +1,22 @@
 """The EM loop: `fit` and its result, `FitResult`.
 
-EM maps θ_i to θ_{i+1} = M(θ_i, E(θ_i)), and the E-step at θ_i also gives the
-objective
+`fit` is a single `lax.while_loop` over the EM kernel (`jaxem.engine.kernel`):
+each pass runs one step from θ_i, which gives the objective
 
-    ℓ(θ_i) = log p(x | θ_i) [+ log_prior(θ_i)].
+    ℓ(θ_i) = Σ_n w_n log p(x_n | θ_i) [+ log-prior(θ_i)]
 
-The loop is a single `lax.while_loop` with fixed-shape state: no Python loop,
-no host transfer and no recompilation per iteration. Each pass evaluates one
-iterate (one E-step) and then either stops or takes the M-step, so the E-step
-and the M-step are each compiled once. It stops at θ_T when
+and θ_{i+1}. Fixed-shape state: no Python loop, no host transfer and no
+recompilation per iteration, nor per value of a model's hyperparameters (the
+model is a pytree argument of the compiled program). It stops at θ_T when
 
-    |ℓ(θ_T) - ℓ(θ_{T-1})| < tol · N      (N = number of observations)
+    |ℓ(θ_T) - ℓ(θ_{T-1})| < tol · N      (N = Σ_n w_n, the number of observations)
 
 i.e. when the mean per-observation objective changes by less than `tol`, the
-convention of scikit-learn's GaussianMixture; or when T = `max_iter`; or when
-an iterate has a non-finite objective or parameters, in which case the last
-finite iterate is kept and `FitResult.finite` is False."""
+convention of scikit-learn's GaussianMixture (`convergence="absolute"`; with
+`convergence="gain"` the signed test ℓ(θ_T) - ℓ(θ_{T-1}) < tol · N, hmmlearn's,
+which a decrease also meets); or when T = `max_iter`; or when an iterate has a
+non-finite objective or parameters, in which case the last finite iterate is
+kept and `FitResult.finite` is False."""
 
 from __future__ import annotations
 
@@ -26,13 +27,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxem.engine.kernel import EMState, em_iteration, evaluate
 from jaxem.engine.mstep import resolve_m_step
-from jaxem.tree import all_finite, select
-from jaxem.validation import check_fit_inputs, check_fit_settings
+from jaxem.tree import select
+from jaxem.validation import check_fit_inputs, check_fit_settings, check_weights
 
-__all__ = ["FitResult", "fit", "DEFAULT_TOL"]
+__all__ = ["CONVERGENCE_RULES", "DEFAULT_TOL", "FitResult", "check_inputs", "fit", "run_em"]
 
 DEFAULT_TOL = 1e-3
+
+CONVERGENCE_RULES = {
+    "absolute": lambda change, threshold: jnp.abs(change) < threshold,
+    "gain": lambda change, threshold: change < threshold,
+}
 
 
 class FitResult(NamedTuple):
@@ -59,10 +66,10 @@ class FitResult(NamedTuple):
 
 
 class _LoopState(NamedTuple):
-    """The loop evaluates `candidate` = θ_i; `params`/`objective` are the last
-    finite iterate θ_{i-1} and ℓ(θ_{i-1}) (θ_0 and NaN before the first pass)."""
+    """The loop steps from `candidate` = θ_i (with the M-step's memory); `params`/`objective`
+    are the last finite iterate θ_{i-1} and ℓ(θ_{i-1}) (θ_0 and NaN before the first pass)."""
 
-    candidate: Any
+    candidate: EMState
     params: Any
     objective: jax.Array
     history: jax.Array
@@ -77,30 +84,40 @@ def fit(
     data: Any,
     params0: Any,
     *,
+    weights: Any = None,
     m_step: Any = None,
     log_prior: Callable[[Any], jax.Array] | None = None,
     max_iter: int = 100,
     tol: float = DEFAULT_TOL,
+    convergence: str = "absolute",
 ) -> FitResult:
     """Fit `model` to `data` by EM from `params0`.
 
     Args:
-      model: a model exposing `e_step`, `q` and `num_observations`, e.g.
+      model: a model exposing the structure protocol (`jaxem.structures.base`), e.g.
         `jaxem.Mixture(log_joint, K)` or a ready model from `jaxem.models`.
-      data: a pytree of arrays sharing a leading axis N (for a mixture).
+      data: a pytree of arrays sharing a leading axis N (for a mixture), one
+        sequence or `jaxem.Sequences` (for an HMM).
       params0: starting parameters (any pytree of float arrays).
-      m_step: `jaxem.ClosedForm(fn)` or `jaxem.Gradient(...)`; default: the
-        model's own M-step, else `jaxem.Gradient()`.
-      log_prior: optional `log_prior(params) -> scalar`; the fit is then MAP and
-        the objective, history and `log_likelihood` include the prior.
+      weights: optional non-negative weight per observation, (N,) (per sequence,
+        (B,), for `Sequences`; a scalar for one sequence). Integer weights fit as
+        duplicated rows, zero weights as removed rows; the tolerance scales with Σ w.
+      m_step: `jaxem.ClosedForm(fn)`, `jaxem.Gradient(...)` or `jaxem.Statistics()`;
+        default: the model's own M-step, else `jaxem.Gradient()`.
+      log_prior: optional `log_prior(params) -> scalar`; default: the model's own
+        `log_prior` when it has one (so a ready model with priors is fitted MAP).
+        The objective, history and `log_likelihood` include the prior.
       max_iter: maximum number of M-steps (static; the history has this length).
       tol: stop when the objective changes by less than `tol` per observation.
+      convergence: "absolute" (|Δℓ| < tol·N, default) or "gain" (Δℓ < tol·N).
 
     Returns:
       A `FitResult`. `jax.jit(fit, static_argnums=0, static_argnames=("m_step",
-      "log_prior", "max_iter"))` and `jax.vmap` over `params0` both work; the
-      function is also compiled internally, once per (model, m_step, log_prior,
-      max_iter) and input shapes.
+      "log_prior", "max_iter", "convergence"))` and `jax.vmap` over `params0` both
+      work; the function is also compiled internally, once per model structure
+      (static fields), M-step, prior, `max_iter`, convergence rule and input
+      shapes: new values of a model's hyperparameters, of the data, the weights or
+      `tol` reuse the compiled program.
 
     Raises:
       TypeError, ValueError: on bad input, before anything is traced, with a
@@ -108,50 +125,64 @@ def fit(
         settings; data (rank, dtype, emptiness, leading axes, and NaN/inf rows);
         `params0` (structure, shapes, and values: finite, weights on the
         simplex, covariances positive definite, via `model.check_params`); the
-        optimizer; `log_prior` and the model's log-densities returning scalars;
-        the M-step keeping the parameters' structure and shapes.
+        sample weights (shape, finite, non-negative); the optimizer; `log_prior`
+        and the model's log-densities returning scalars; the M-step keeping the
+        parameters' structure and shapes.
         Under an outer `jit` or `vmap` the structural checks still run; the
         value checks (NaN in data, simplex, positive definiteness) cannot and
-        are skipped; the loop then still never returns a non-finite iterate
-        and reports one with `finite=False`.
+        are skipped; the loop then still never returns a non-finite iterate and
+        reports one with `finite=False`.
     """
     check_fit_settings(max_iter, tol)
+    check_convergence(convergence)
     m_step = resolve_m_step(model, m_step)
-    check_fit_inputs(model, data, params0, m_step, log_prior)
-    return _fit_compiled(model, data, params0, m_step, log_prior, max_iter, tol)
+    check_inputs(model, data, params0, weights, m_step, log_prior)
+    return _fit_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter, convergence)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5))
-def _fit_compiled(model, data, params0, m_step, log_prior, max_iter, tol):
-    return run_em(model, data, params0, m_step, log_prior, max_iter, max_iter, tol)
+def check_convergence(convergence: Any) -> None:
+    if convergence not in CONVERGENCE_RULES:
+        raise ValueError(f"convergence: expected one of {tuple(CONVERGENCE_RULES)}, got {convergence!r}.")
 
 
-def run_em(model, data, params0, m_step, log_prior, history_len, budget, tol) -> FitResult:
+def check_inputs(model: Any, data: Any, params0: Any, weights: Any, m_step: Any, log_prior: Any, *,
+                 batch_ndim: int = 0) -> None:
+    """Everything a fit checks before tracing (`check_fit_inputs`), sample weights included."""
+    check_fit_inputs(model, data, params0, m_step, log_prior, weights=weights, batch_ndim=batch_ndim,
+                     one_step=_one_step)
+    shape = getattr(model, "weights_shape", None)
+    if weights is not None and shape is not None:
+        check_weights(weights, shape(data))
+
+
+def _one_step(model, m_step, log_prior, params, data, weights):
+    """θ_{i+1} from θ_i (for the M-step's output check)."""
+    state = EMState(params, m_step.init(model, params))
+    return em_iteration(model, m_step, log_prior, state, data, weights)[0].params
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
+def _fit_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter, convergence):
+    return run_em(model, data, params0, weights, m_step, log_prior, max_iter, max_iter, tol, convergence)
+
+
+def run_em(model, data, params0, weights, m_step, log_prior, history_len, budget, tol,
+           convergence="absolute") -> FitResult:
     """The traced EM loop (no input checks): at most `budget` M-steps, which may
     be a traced integer <= `history_len` (the static length of the history).
 
-    Each pass of the loop evaluates one iterate θ_i (one E-step, which gives
-    ℓ(θ_i) and the posterior), decides whether to stop, and only if not takes
-    the M-step θ_{i+1} = M(θ_i, E(θ_i)) (under `lax.cond`). So the E-step and
-    the M-step each appear once in the compiled program.
+    Each pass of the loop takes one kernel step from θ_i (which gives ℓ(θ_i) and
+    θ_{i+1}), decides whether to stop, and keeps θ_i as the result if so. So the
+    E-step and the M-step each appear once in the compiled program (the M-step of
+    the last pass is computed and discarded).
     """
-    scale = jnp.asarray(model.num_observations(data))
-
-    def evaluate(params):
-        posterior = model.e_step(params, data)
-        value = posterior.log_likelihood
-        if log_prior is not None:
-            value = value + log_prior(params)
-        return posterior, value
-
-    def m_step_of(params, posterior):
-        new = m_step.update(model, params, posterior, data, log_prior)
-        # An M-step that promotes dtypes (float32 in, float64 out) keeps the caller's.
-        return jax.tree_util.tree_map(lambda n, o: jnp.asarray(n, jnp.result_type(o)), new, params)
-
-    dtype = jnp.result_type(jax.eval_shape(evaluate, params0)[1])
+    scale = jnp.asarray(model.num_observations(data, weights))
+    rule = CONVERGENCE_RULES[convergence]
+    start = EMState(params0, m_step.init(model, params0))
+    dtype = jnp.result_type(jax.eval_shape(lambda p: evaluate(model, log_prior, p, data, weights)[1],
+                                           params0))
     state = _LoopState(
-        candidate=params0,
+        candidate=start,
         params=params0,
         objective=jnp.full((), jnp.nan, dtype),
         history=jnp.full((history_len,), jnp.nan, dtype),
@@ -163,14 +194,15 @@ def run_em(model, data, params0, m_step, log_prior, history_len, budget, tol) ->
 
     def iteration(s: _LoopState) -> _LoopState:
         i = s.num_iters + 1  # the candidate is θ_i
-        posterior, objective = evaluate(s.candidate)
-        finite = jnp.isfinite(objective) & all_finite(s.candidate)
+        following, info = em_iteration(model, m_step, log_prior, s.candidate, data, weights)
+        finite = info.finite
+        objective = info.objective
         first = i == 0
         # A non-finite θ_0 is still returned (with finite=False); a later one never is.
         accept = finite | first
-        converged = finite & ~first & (jnp.abs(objective - s.objective) < tol * scale)
+        converged = finite & ~first & rule(objective - s.objective, tol * scale)
         done = ~finite | converged | (i >= budget)
-        params = select(accept, s.candidate, s.params)
+        params = select(accept, s.candidate.params, s.params)
         objective = jnp.where(accept, objective, s.objective)
         num_iters = jnp.where(accept, i, s.num_iters)
         history = s.history
@@ -182,8 +214,7 @@ def run_em(model, data, params0, m_step, log_prior, history_len, budget, tol) ->
             index = jnp.where(accept, i, i - 1)
             value = jnp.where(accept & ~done, objective, jnp.nan)
             history = history.at[index].set(value, mode="drop")
-        candidate = jax.lax.cond(done, lambda: params, lambda: m_step_of(params, posterior))
-        return _LoopState(candidate, params, objective, history, num_iters, converged, finite, done)
+        return _LoopState(following, params, objective, history, num_iters, converged, finite, done)
 
     final = jax.lax.while_loop(lambda s: ~s.done, iteration, state)
     return FitResult(

@@ -1,17 +1,29 @@
 """M-step strategies: how θ_{n+1} is chosen from the posterior at θ_n.
 
-Every strategy is a hashable object with one method
+Every strategy is a hashable object (a static argument of the compiled fit) with
 
     update(model, params, posterior, data, log_prior) -> new params
+    init(model, params) -> state                      memory kept across EM iterations
+    step(model, params, posterior, data, log_prior, state) -> (new params, new state)
 
-that is pure and traceable, so `jaxem.fit` can call it inside `lax.while_loop`.
+all pure and traceable, so the EM kernel (`jaxem.engine.kernel`) can call them
+inside `lax.while_loop`. `MStep` supplies `init` (no state) and `step` (`update`,
+state unchanged); a strategy that keeps memory overrides both. The model is an
+argument, not a captured constant, so its hyperparameters stay leaves of the
+compiled program. `log_prior` is the objective's prior (the caller's, else the
+model's own, else None).
 
+- `Statistics()`: θ_{n+1} = model.maximize(model.statistics(posterior, data, θ_n), θ_n),
+  the closed form from expected sufficient statistics; the default of every ready
+  exponential-family model (MAP when the model has priors).
 - `ClosedForm(fn)`: θ_{n+1} = fn(posterior, data, θ_n), the exact maximiser of Q
-  (or Q + log-prior) that the user or a ready model derived by hand.
+  (or Q + log-prior) that the user derived by hand. With sample weights the
+  posterior's marginals are weighted (w_n times the posterior probabilities), so
+  `fn` sees weighted counts; it must use sums of marginals, not N.
 - `Gradient(optimizer, num_steps)`: generalized EM. Climbs
   Q(θ) + log_prior(θ) with an optax optimizer from θ_n and returns the best
   iterate seen, so Q never decreases (the GEM condition that keeps the
-  observed log-likelihood monotone).
+  observed log-likelihood monotone). Q is weighted through the marginals.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ import optax
 
 from jaxem.tree import all_finite, select
 
-__all__ = ["ClosedForm", "Gradient", "default_optimizer", "resolve_m_step"]
+__all__ = ["ClosedForm", "Gradient", "MStep", "Statistics", "default_optimizer", "resolve_m_step"]
 
 _DEFAULT_OPTIMIZER = optax.lbfgs()
 
@@ -38,8 +50,34 @@ def default_optimizer() -> optax.GradientTransformationExtraArgs:
     return _DEFAULT_OPTIMIZER
 
 
+class MStep:
+    """Base of the M-step strategies: no memory across EM iterations by default."""
+
+    def update(self, model, params, posterior, data, log_prior):
+        raise NotImplementedError
+
+    def init(self, model, params) -> Any:
+        """The memory the strategy keeps across EM iterations (none: `()`)."""
+        del model, params
+        return ()
+
+    def step(self, model, params, posterior, data, log_prior, state):
+        """(θ_{n+1}, memory): `update`, with the memory passed through."""
+        return self.update(model, params, posterior, data, log_prior), state
+
+
 @dataclasses.dataclass(frozen=True)
-class ClosedForm:
+class Statistics(MStep):
+    """The model's closed form from its expected sufficient statistics:
+    θ_{n+1} = model.maximize(model.statistics(posterior, data, θ_n), θ_n)."""
+
+    def update(self, model, params, posterior, data, log_prior):
+        del log_prior
+        return model.maximize(model.statistics(posterior, data, params), params)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedForm(MStep):
     """A closed-form M-step `fn(posterior, data, params) -> new params`.
 
     `fn` must return a pytree with the same structure, shapes and dtypes as
@@ -68,7 +106,7 @@ class _ClimbState(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Gradient:
+class Gradient(MStep):
     """Generalized-EM M-step: `num_steps` optax steps on -(Q(θ) + log_prior(θ)).
 
     Each proposed step θ + s·u (u from the optimizer, s a step scale starting
@@ -142,14 +180,17 @@ class Gradient:
 
 
 def resolve_m_step(model: Any, m_step: Any):
-    """The M-step `fit` uses: the given one, else the model's default, else `Gradient()`."""
+    """The M-step `fit` uses: the given one, else the model's `default_m_step`, else
+    `Statistics()` for a model with `maximize` (a ready exponential-family model), else
+    `Gradient()`."""
     if m_step is None:
         m_step = getattr(model, "default_m_step", None)
     if m_step is None:
-        return Gradient()
-    if not hasattr(m_step, "update"):
+        return Statistics() if callable(getattr(model, "maximize", None)) else Gradient()
+    if not isinstance(m_step, MStep):
         raise TypeError(
-            "m_step: expected jaxem.ClosedForm(fn) or jaxem.Gradient(optimizer, num_steps), "
+            "m_step: expected jaxem.ClosedForm(fn), jaxem.Gradient(optimizer, num_steps) or "
+            "jaxem.Statistics(), "
             f"got {type(m_step).__name__}. Wrap a function fn(posterior, data, params) "
             "in jaxem.ClosedForm(fn)."
         )

@@ -27,9 +27,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.engine.fit import DEFAULT_TOL, FitResult, run_em
+from jaxem.engine.fit import DEFAULT_TOL, FitResult, check_convergence, check_inputs, run_em
 from jaxem.engine.mstep import resolve_m_step
-from jaxem.validation import check_fit_inputs, check_fit_settings, check_int, check_restart_batch
+from jaxem.validation import check_fit_settings, check_int, check_restart_batch
 
 __all__ = ["RestartsResult", "fit_restarts", "best_index"]
 
@@ -60,10 +60,12 @@ def fit_restarts(
     data: Any,
     params0: Any,
     *,
+    weights: Any = None,
     m_step: Any = None,
     log_prior: Callable[[Any], jax.Array] | None = None,
     max_iter: int = 100,
     tol: float = DEFAULT_TOL,
+    convergence: str = "absolute",
     strategy: str = "exhaustive",
     explore_iters: int | None = None,
     num_refine: int | None = None,
@@ -71,7 +73,8 @@ def fit_restarts(
     """Fit a batch of starting points in one vmapped program.
 
     Args:
-      model, data, m_step, log_prior, max_iter, tol: as for `jaxem.fit`.
+      model, data, weights, m_step, log_prior, max_iter, tol, convergence: as for
+        `jaxem.fit` (the data and weights are shared by every restart).
       params0: starting parameters with a leading restart axis R on every leaf
         (e.g. `jax.vmap(lambda k: model.init(k, x))(jax.random.split(key, R))`).
       strategy: "exhaustive" (every restart to convergence; default) or "emem"
@@ -91,6 +94,7 @@ def fit_restarts(
         restart settings and a restart axis shared by all leaves of `params0`.
     """
     check_fit_settings(max_iter, tol)
+    check_convergence(convergence)
     if strategy not in ("emem", "exhaustive"):
         raise ValueError(f"strategy: expected 'emem' or 'exhaustive', got {strategy!r}.")
     num_restarts = check_restart_batch(params0)
@@ -111,16 +115,16 @@ def fit_restarts(
                                  f"or leave {name} out.")
         num_refine, explore_iters = num_restarts, max_iter
     m_step = resolve_m_step(model, m_step)
-    check_fit_inputs(model, data, params0, m_step, log_prior, batch_ndim=1)
-    return _restarts_compiled(model, data, params0, m_step, log_prior, max_iter,
-                              explore_iters, num_refine, tol)
+    check_inputs(model, data, params0, weights, m_step, log_prior, batch_ndim=1)
+    return _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter,
+                              explore_iters, num_refine, convergence)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6, 7))
-def _restarts_compiled(model, data, params0, m_step, log_prior, max_iter,
-                       explore_iters, num_refine, tol):
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10))
+def _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter,
+                       explore_iters, num_refine, convergence):
     def run(params, budget):
-        return run_em(model, data, params, m_step, log_prior, max_iter, budget, tol)
+        return run_em(model, data, params, weights, m_step, log_prior, max_iter, budget, tol, convergence)
 
     explored = jax.vmap(run, in_axes=(0, None))(params0, explore_iters)
     if explore_iters >= max_iter:

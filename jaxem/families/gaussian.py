@@ -26,18 +26,28 @@ float32 (and lower): the centred path. With the precision's Cholesky factor P_k
 full and tied one component at a time (`lax.map`; each an (N, D) @ (D, D)
 product); diag and spherical, whose factors are diagonal (P_k = diag(σ_k⁻¹)), as
 y_nk = (x_n - μ_k) ⊙ σ_k⁻¹ in one fused elementwise pass. Each entry of y has an
-error of about eps·|x - c|·|P_k| (not eps·|x - c|²·|P_k|²). The M-step takes two
-passes: means first, then S_k = Σ_n r_nk d_nk d_nkᵀ / n_k with d_nk = x_n - μ_k
-(full, tied: per component; diag, spherical: over blocks of rows), sums of squares
-of centred values, so variances are never negative and keep their relative
-precision. It costs O(N·K·D²) (or O(N·K·D)) per call instead of one matrix
-product, the price of float32 results that agree with float64.
+error of about eps·|x - c|·|P_k| (not eps·|x - c|²·|P_k|²).
 
-Both paths give scikit-learn's GaussianMixture estimator: n_k = Σ_n r_nk + 10 eps,
+The M-step reads expected sufficient statistics (`GaussianStats`, an additive
+pytree): per component k, about a centre c_k that depends on the parameters only
+(`centres`),
+
+    n_k = Σ_n r_nk,   s_k = Σ_n r_nk (x_n - c_k),   S_k = Σ_n r_nk (x_n - c_k)(x_n - c_k)ᵀ
+
+(S_k is its diagonal for diag, its trace for spherical, and Σ_k S_k for tied).
+float64 takes one shared centre and computes them as ONE matrix product Rᵀ Φ(x - c);
+float32 takes c_k = μ_k (each component's current mean), so S_k is a sum of squares of
+centred values, O(N·K·D²) (or O(N·K·D)) work, and a variance keeps its relative
+precision. Then (`estimate`) with m_k = s_k / n_k,
+
+    μ_k = c_k + m_k,    Σ_k = S_k / n_k - m_k m_kᵀ (+ reg_covar·I)
+
+which is scikit-learn's GaussianMixture estimator: n_k = Σ_n r_nk + 10 eps,
 μ_k = Σ_n r_nk x_n / n_k, covariances S_k + reg_covar·I (full), the pooled
 Σ_k n_k S_k / Σ_k n_k + reg_covar·I (tied), diag(S_k) + reg_covar (diag),
-tr(S_k)/D + reg_covar (spherical). Covariance shapes: full (K, D, D), diag
-(K, D), spherical (K,), tied (D, D).
+tr(S_k)/D + reg_covar (spherical), with S_k the scatter about μ_k. Covariance
+shapes: full (K, D, D), diag (K, D), spherical (K,), tied (D, D). The family is a
+pytree whose covariance type is static and whose `reg_covar` is a leaf.
 """
 
 from __future__ import annotations
@@ -51,11 +61,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.families.scalar import mvn_logpdf, normal_logpdf
+from jaxem.tree import pytree_dataclass, static_field
 
-__all__ = ["COVARIANCE_TYPES", "GaussianEstimate", "GaussianFamily"]
+__all__ = ["COVARIANCE_TYPES", "GaussianEstimate", "GaussianFamily", "GaussianStats"]
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+class GaussianStats(NamedTuple):
+    """Expected sufficient statistics about per-component centres c_k (module docstring).
+
+    counts (K,) Σ_n r_nk; first (K, D) Σ_n r_nk (x_n - c_k); second Σ_n r_nk (x_n - c_k)(...)ᵀ:
+    (K, D, D) full, (D, D) tied (summed over k), (K, D) diag, (K,) spherical (the trace).
+    Additive: the statistics of two parts of the data, about the same centres, add leaf
+    by leaf to those of the whole.
+    """
+
+    counts: jax.Array
+    first: jax.Array
+    second: jax.Array
 
 
 class GaussianEstimate(NamedTuple):
@@ -63,8 +88,8 @@ class GaussianEstimate(NamedTuple):
 
     counts (K,) = Σ_n r_nk + 10 eps; means (K, D); covariances of the covariance
     type's shape (reg_covar included); resolution (K, D): per component and
-    coordinate, the variance below which the computed value is rounding noise
-    (10 eps·E_k[(x_i - c)²] one-pass, (10 eps)²·E_k[(x_i - c)²] two-pass).
+    coordinate, the variance below which the computed value is rounding noise,
+    10 eps·m_ki² + (10 eps)²·E_k[(x_i - c_ki)²] (m_k = μ_k - c_k).
     """
 
     counts: jax.Array
@@ -79,21 +104,22 @@ def uses_features(dtype) -> bool:
     return jnp.finfo(dtype).bits >= 64
 
 
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class GaussianFamily:
-    """Log-density tables and weighted MLE for one covariance type."""
+    """Log-density tables, statistics and the M-step for one covariance type."""
 
-    covariance_type: str = "full"
+    covariance_type: str = static_field(default="full")
     reg_covar: float = 1e-6
 
     def __post_init__(self):
+        from jaxem.validation import check_hyperparameter
+
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"covariance_type: expected one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
             )
-        if isinstance(self.reg_covar, bool) or not (
-                isinstance(self.reg_covar, (int, float)) and self.reg_covar >= 0):
-            raise ValueError(f"reg_covar: must be a number >= 0, got {self.reg_covar!r}.")
+        check_hyperparameter(self.reg_covar, "reg_covar")
 
     # --- log-densities --------------------------------------------------------------------
 
@@ -151,49 +177,157 @@ class GaussianFamily:
         scale = jnp.sqrt(jnp.broadcast_to(covariance, x.shape))
         return jnp.sum(normal_logpdf(x, mean, scale))
 
-    # --- M-step ---------------------------------------------------------------------------
+    # --- expected statistics and the M-step -----------------------------------------------
 
-    def weighted_mle(self, responsibilities: jax.Array, x: jax.Array,
-                     shift: jax.Array | None = None) -> GaussianEstimate:
-        """The two-pass weighted MLE (module docstring) for responsibilities (N, K) and
-        data x (N, D); rows with zero responsibility (padding) contribute nothing."""
-        if shift is None:
-            shift = jnp.mean(x, axis=0)
+    def centres(self, means: jax.Array, mixing: jax.Array | None = None) -> jax.Array:
+        """(K, D): the points the statistics of each component are taken about, a function
+        of the parameters alone (so statistics of parts of the data add up).
+
+        float64: one shift for all, c = Σ_k π_k μ_k (`mixing` π; the mean of the means when
+        None), which equals the data mean after any M-step of a mixture, so the moments
+        Rᵀ Φ(x - c) are one matrix product. float32: each component's own mean μ_k, so
+        a variance comes from sums of squares of centred values and keeps its digits.
+        """
+        if uses_features(means.dtype):
+            if mixing is None:
+                shift = jnp.mean(means, axis=0)
+            else:
+                shift = mixing @ means / jnp.sum(mixing)
+            return jnp.broadcast_to(shift, means.shape)
+        return means
+
+    def statistics(self, responsibilities: jax.Array, x: jax.Array, centres: jax.Array) -> GaussianStats:
+        """Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(x_n - c_k)ᵀ] for responsibilities (N, K)
+        (weighted, zero on padding), data x (N, D) and centres c (K, D) (`centres`)."""
         r = responsibilities
         dtype = r.dtype
-        u = (x - shift).astype(dtype)
-        if uses_features(dtype):
-            return self._one_pass_mle(r, u, shift)
-        eps = jnp.finfo(dtype).eps
-        counts = jnp.sum(r, axis=0) + 10 * eps
-        m = (r.T @ u) / counts[:, None]  # (K, D), first pass
-        matrices = self.covariance_type in ("full", "tied")
-
-        def scatter(args):  # second pass for one component k: Σ_n r_nk d dᵀ
-            weights, mean = args
-            d = u - mean
-            return (d * weights[:, None]).T @ d
-
-        if matrices:
-            scatters = jax.lax.map(scatter, (r.T, m))  # (K, D, D)
-        else:
-            scatters = _diagonal_scatters(r, u, m)  # (K, D)
-        eye = jnp.eye(m.shape[-1], dtype=dtype)
         kind = self.covariance_type
-        if matrices:
-            variances = jnp.diagonal(scatters, axis1=-2, axis2=-1) / counts[:, None]
-            if kind == "full":
-                covariances = scatters / counts[:, None, None] + self.reg_covar * eye
+        if uses_features(dtype):
+            shift = centres[0]
+            u = (x - shift).astype(dtype)
+            dim = u.shape[-1]
+            moments = r.T @ self._features(u)  # (K, F): [second-order, first, count]
+            counts, first, packed = moments[:, -1], moments[:, -1 - dim:-1], moments[:, :-1 - dim]
+            if kind in ("full", "tied"):
+                rows, cols = np.triu_indices(dim)
+                second = jnp.zeros((r.shape[1], dim, dim), dtype).at[:, rows, cols].set(packed)
+                second = second.at[:, cols, rows].set(packed)
+                if kind == "tied":
+                    second = jnp.sum(second, axis=0)
             else:
-                covariances = jnp.sum(scatters, axis=0) / jnp.sum(counts) + self.reg_covar * eye
+                second = packed if kind == "diag" else packed[:, 0]
+            return GaussianStats(counts, first, second)
+        shift = jnp.mean(centres, axis=0)
+        u = (x - shift).astype(dtype)
+        m = (centres - shift).astype(dtype)
+        counts = jnp.sum(r, axis=0)
+        first = r.T @ u - counts[:, None] * m  # Σ_n r_nk (x_n - c_k), without forming x_n - c_k
+
+        if kind in ("full", "tied"):
+            def scatter(args):  # Σ_n r_nk d dᵀ with d = x_n - c_k, one component at a time
+                weights, mean = args
+                d = u - mean
+                return (d * weights[:, None]).T @ d
+
+            second = jax.lax.map(scatter, (r.T, m))  # (K, D, D)
+            if kind == "tied":
+                second = jnp.sum(second, axis=0)
         else:
-            variances = scatters / counts[:, None]
-            if kind == "diag":
-                covariances = variances + self.reg_covar
-            else:
-                covariances = jnp.mean(variances, axis=1) + self.reg_covar
-        spread = variances + m * m  # E_k[(x_i - c)²]
-        return GaussianEstimate(counts, shift + m, covariances, (10 * eps) ** 2 * spread)
+            second = _diagonal_scatters(r, u, m)  # (K, D)
+            if kind == "spherical":
+                second = jnp.sum(second, axis=1)
+        return GaussianStats(counts, first, second)
+
+    def estimate(self, stats: GaussianStats, centres: jax.Array) -> GaussianEstimate:
+        """The weighted MLE from statistics taken about `centres` (K, D): scikit-learn's
+        estimator (module docstring), before the positive-definite repair."""
+        dtype = stats.first.dtype
+        eps = jnp.finfo(dtype).eps
+        dim = stats.first.shape[-1]
+        counts = stats.counts + 10 * eps
+        m = stats.first / counts[:, None]  # new mean - centre
+        means = centres + m
+        eye = jnp.eye(dim, dtype=dtype)
+        outer = m[:, :, None] * m[:, None, :]
+        kind = self.covariance_type
+        if kind == "full":
+            covariances = stats.second / counts[:, None, None] - outer + self.reg_covar * eye
+            spread = jnp.diagonal(stats.second, axis1=-2, axis2=-1) / counts[:, None]
+        elif kind == "tied":
+            pooled = stats.second - jnp.einsum("k,kij->ij", counts, outer)
+            covariances = pooled / jnp.sum(counts) + self.reg_covar * eye
+            spread = jnp.broadcast_to(jnp.diagonal(stats.second) / jnp.sum(counts), m.shape)
+        elif kind == "diag":
+            spread = stats.second / counts[:, None]
+            covariances = spread - m * m + self.reg_covar
+        else:
+            mean_square = stats.second / (dim * counts)
+            covariances = mean_square - jnp.sum(m * m, axis=1) / dim + self.reg_covar
+            spread = jnp.broadcast_to(mean_square[:, None], m.shape)
+        resolution = 10 * eps * m * m + (10 * eps) ** 2 * spread
+        return GaussianEstimate(counts, means, covariances, resolution)
+
+    def maximize(self, stats: GaussianStats, centres: jax.Array) -> GaussianEstimate:
+        """`estimate`, with covariances made positive definite (`positive_definite`)."""
+        estimate = self.estimate(stats, centres)
+        return estimate._replace(covariances=self.positive_definite(estimate))
+
+    def weighted_mle(self, responsibilities: jax.Array, x: jax.Array) -> GaussianEstimate:
+        """The two-pass weighted MLE for responsibilities (N, K) and data x (N, D): the means
+        first, then the statistics about them (`maximize`); rows with zero responsibility
+        (padding) contribute nothing. Used where there are no parameters yet (`init`)."""
+        r = responsibilities
+        first_pass = (r.T @ x.astype(r.dtype)) / (jnp.sum(r, axis=0) + 10 * jnp.finfo(r.dtype).eps)[:, None]
+        centres = jnp.broadcast_to(jnp.mean(first_pass, axis=0), first_pass.shape) \
+            if uses_features(r.dtype) else first_pass
+        return self.maximize(self.statistics(r, x, centres), centres)
+
+    def positive_definite(self, estimate: GaussianEstimate) -> jax.Array:
+        """Covariances that are positive definite in their own dtype, whatever the data.
+
+        A constant column or duplicate points with reg_covar = 0 give variances at the
+        rounding level (even slightly negative ones), and near-singular full/tied
+        matrices can come out indefinite by an ulp. Σ is symmetrised ((Σ + Σᵀ)/2), and
+        where the rounding matters, and only there:
+
+        - a variance at or below its resolution (`GaussianEstimate.resolution`) is
+          raised to it (and never below sqrt(tiny) of the dtype);
+        - full/tied: if the correlation matrix C = S⁻¹ Σ S⁻¹ (S = sqrt diag Σ) has
+          an eigenvalue <= 10·D·eps, its eigenvalues are floored at 20·D·eps and Σ
+          rebuilt as S C S. The test is scale-free, so badly scaled but
+          well-correlated features are never touched.
+
+        So every returned Σ has positive variances and a correlation matrix whose
+        eigenvalues exceed D·eps, which is what the models' `check_params` demand.
+        The Gaussian mixture and the Gaussian HMM both go through here.
+        """
+        covariances = estimate.covariances
+        dtype = covariances.dtype
+        eps = jnp.finfo(dtype).eps
+        smallest = jnp.sqrt(jnp.finfo(dtype).tiny)
+        counts = estimate.counts
+        dim = estimate.means.shape[-1]
+        kind = self.covariance_type
+        resolution = estimate.resolution  # (K, D)
+        if kind in ("diag", "spherical"):
+            if kind == "spherical":
+                resolution = jnp.mean(resolution, axis=1)
+            return jnp.maximum(covariances, jnp.maximum(resolution, smallest))
+        if kind == "tied":
+            resolution = counts @ resolution / jnp.sum(counts)
+        variances = jnp.maximum(jnp.diagonal(covariances, axis1=-2, axis2=-1),
+                                jnp.maximum(resolution, smallest))
+        diagonal = np.eye(dim, dtype=bool)
+        covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
+        covariances = jnp.where(diagonal, variances[..., None, :], covariances)
+        scale = jnp.sqrt(variances)
+        outer_scale = scale[..., :, None] * scale[..., None, :]
+        values, vectors = jnp.linalg.eigh(covariances / outer_scale)
+        singular = values[..., 0] <= 10 * dim * eps
+        values = jnp.maximum(values, 20 * dim * eps)
+        rebuilt = (vectors * values[..., None, :]) @ jnp.swapaxes(vectors, -1, -2)
+        rebuilt = 0.5 * (rebuilt + jnp.swapaxes(rebuilt, -1, -2)) * outer_scale
+        return jnp.where(singular[..., None, None], rebuilt, covariances)
 
     # --- the exponential-family path (float64) ----------------------------------------------
 
@@ -236,36 +370,6 @@ class GaussianFamily:
             half_logdet = 0.5 * (jnp.sum(log_var, axis=1) if kind == "diag" else dim * log_var[:, 0])
         constant = -0.5 * quad_m - half_logdet - 0.5 * dim * _LOG_2PI
         return jnp.concatenate([second, linear, constant[:, None]], axis=1).T
-
-    def _one_pass_mle(self, r: jax.Array, u: jax.Array, shift: jax.Array) -> GaussianEstimate:
-        """The weighted MLE from the expected statistics Rᵀ Φ(u) (one matrix product)."""
-        dtype = r.dtype
-        eps = jnp.finfo(dtype).eps
-        dim = u.shape[-1]
-        moments = r.T @ self._features(u)  # (K, F): [second-order, first, count]
-        counts = moments[:, -1] + 10 * eps
-        m = moments[:, -1 - dim:-1] / counts[:, None]
-        second = moments[:, :-1 - dim] / counts[:, None]
-        kind = self.covariance_type
-        eye = jnp.eye(dim, dtype=dtype)
-        if kind in ("full", "tied"):
-            rows, cols = np.triu_indices(dim)
-            packed = jnp.zeros((second.shape[0], dim, dim), dtype).at[:, rows, cols].set(second)
-            moment = packed.at[:, cols, rows].set(second)  # E_k[u uᵀ]
-            spread = jnp.diagonal(moment, axis1=-2, axis2=-1)
-            scatter = moment - m[:, :, None] * m[:, None, :]
-            if kind == "full":
-                covariances = scatter + self.reg_covar * eye
-            else:
-                pooled = jnp.einsum("k,kij->ij", counts, scatter) / jnp.sum(counts)
-                covariances = pooled + self.reg_covar * eye
-        elif kind == "diag":
-            spread = second
-            covariances = second - m * m + self.reg_covar
-        else:
-            spread = jnp.broadcast_to(second / dim, m.shape)
-            covariances = (second[:, 0] - jnp.sum(m * m, axis=1)) / dim + self.reg_covar
-        return GaussianEstimate(counts, shift + m, covariances, 10 * eps * spread)
 
     # --- shapes ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxem.engine.mstep import ClosedForm
 from jaxem.models.hmm_common import (
-    ProbabilityChainMixin,
+    ProbabilityChain,
     check_chain_params,
     check_concentration,
     dirichlet_log_prior,
@@ -32,8 +32,9 @@ from jaxem.models.hmm_common import (
 )
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_sequential import safe_log
-from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
+from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
+from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import check_array, check_num_states, check_simplex, is_concrete
 
 __all__ = ["CategoricalHMM", "CategoricalHMMParams", "categorical_hmm"]
@@ -47,17 +48,19 @@ class CategoricalHMMParams(NamedTuple):
     emission: jax.Array
 
 
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class CategoricalHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
+class CategoricalHMM(ProbabilityChain):
     """A K-state HMM emitting symbols in [0, num_symbols), on integer data (T,) or
-    `Sequences` of (B, T). Build it with `categorical_hmm(...)`."""
+    `Sequences` of (B, T). Build it with `categorical_hmm(...)`. K, M and the algorithm
+    are static; the concentrations are leaves."""
 
-    num_states: int
-    num_symbols: int
+    num_states: int = static_field()
+    num_symbols: int = static_field()
     initial_prior: float = 1.0
     transition_prior: float = 1.0
     emission_prior: float = 1.0
-    algorithm: str = "scaled"
+    algorithm: str = static_field(default="scaled")
 
     def __post_init__(self):
         check_num_states(self.num_states)
@@ -66,10 +69,6 @@ class CategoricalHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
             check_concentration(getattr(self, name), name)
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
-
-    @property
-    def default_m_step(self) -> ClosedForm:
-        return ClosedForm(self.maximize)
 
     def emission_table(self, params: CategoricalHMMParams, data: Any) -> jax.Array:
         """ε[t, k] = log B[k, x_t]: (T, K), or (B, T, K) for `Sequences`."""
@@ -80,23 +79,18 @@ class CategoricalHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
         """log B[z, x] for one symbol x and one state z (the per-state form)."""
         return safe_log(params.emission[z, x])
 
-    def symbol_counts(self, marginals: jax.Array, data: Any) -> jax.Array:
-        """Expected symbol counts (K, M): Σ_t γ_tk [x_t = m] over real steps."""
+    def emission_statistics(self, marginals: jax.Array, data: Any, params: CategoricalHMMParams) -> jax.Array:
+        """Expected symbol counts (K, M): Σ_t γ_tk [x_t = m] over real steps (one segment sum)."""
         x, _, _ = flatten_steps(data)
-        resp = marginals.reshape(-1, self.num_states)
-        return jax.ops.segment_sum(resp, x, num_segments=self.num_symbols).T
+        return jax.ops.segment_sum(marginals, x, num_segments=self.num_symbols).T
 
-    def maximize(self, posterior: ChainPosterior, data: Any,
-                 params: CategoricalHMMParams) -> CategoricalHMMParams:
-        """The closed-form (Dirichlet-MAP) M-step from the chain posterior."""
-        counts = self.symbol_counts(posterior.marginals, data)
-        emission = dirichlet_map(counts, self.emission_prior, params.emission)
-        initial, transition = self.maximize_chain(posterior, params)
-        return CategoricalHMMParams(initial, transition, emission)
+    def maximize_emission(self, counts: jax.Array, params: CategoricalHMMParams) -> dict:
+        """B by Dirichlet MAP from the expected symbol counts."""
+        return {"emission": dirichlet_map(counts, self.emission_prior, params.emission)}
 
-    def log_prior(self, params: CategoricalHMMParams) -> jax.Array:
-        """Dirichlet log-prior of π, A and B (0 at the default α = 1)."""
-        return self.chain_log_prior(params) + dirichlet_log_prior(params.emission, self.emission_prior)
+    def emission_log_prior(self, params: CategoricalHMMParams) -> jax.Array:
+        """Dirichlet log-prior of the rows of B (0 at the default α = 1)."""
+        return dirichlet_log_prior(params.emission, self.emission_prior)
 
     def init(self, key: jax.Array, data: Any, dtype=None) -> CategoricalHMMParams:
         """Random starting parameters: each row of B is half the symbols' overall frequency

@@ -10,7 +10,8 @@ The M-step is Baum–Welch's (hmmlearn's `GaussianHMM` with `covars_prior=0`,
 `covars_weight=1`, no mean prior): means Σ_t γ_tk x_t / Σ_t γ_tk, covariances
 the weighted scatter about the new means (tied: pooled over states; spherical:
 the mean of the diagonal) plus `reg_covar` on the diagonal; π and A by
-Dirichlet MAP (`jaxem.models.hmm_common`).
+Dirichlet MAP (`jaxem.models.hmm_common`). K, the covariance type and the
+algorithm are static; `reg_covar` and the concentrations are leaves.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxem.engine.mstep import ClosedForm
-from jaxem.families.gaussian import GaussianFamily
+from jaxem.families.gaussian import GaussianFamily, GaussianStats
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
-    ProbabilityChainMixin,
+    ProbabilityChain,
     check_chain_params,
     check_concentration,
     check_state_table,
@@ -35,8 +36,9 @@ from jaxem.models.hmm_common import (
     step_values,
 )
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
-from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
+from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
+from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import check_array, check_num_states, check_positive, check_positive_definite
 
 __all__ = ["GaussianHMM", "GaussianHMMParams", "gaussian_hmm"]
@@ -52,19 +54,20 @@ class GaussianHMMParams(NamedTuple):
     covariances: jax.Array
 
 
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class GaussianHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
+class GaussianHMM(ProbabilityChain):
     """A K-state HMM with Gaussian emissions on data (T, D) or `Sequences` of (B, T, D).
 
-    Build it with `gaussian_hmm(...)`; equal configurations share compiled code.
+    Build it with `gaussian_hmm(...)`; models with equal static fields share compiled code.
     """
 
-    num_states: int
-    covariance_type: str = "full"
+    num_states: int = static_field()
+    covariance_type: str = static_field(default="full")
     reg_covar: float = 1e-6
     initial_prior: float = 1.0
     transition_prior: float = 1.0
-    algorithm: str = "scaled"
+    algorithm: str = static_field(default="scaled")
 
     def __post_init__(self):
         check_num_states(self.num_states)
@@ -78,24 +81,17 @@ class GaussianHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
     def family(self) -> GaussianFamily:
         return GaussianFamily(self.covariance_type, self.reg_covar)
 
-    @property
-    def default_m_step(self) -> ClosedForm:
-        return ClosedForm(self.maximize)
-
     # --- the model ----------------------------------------------------------------------------
 
-    def _steps(self, data: Any):
-        """(x (N, D), valid (N,), unflatten, shift): the rows of the data and the mean
-        of the real steps (the shift of `GaussianFamily`)."""
-        x, valid, unflatten = flatten_steps(data)
-        weights = valid.astype(x.dtype)
-        shift = weights @ x / jnp.sum(weights)
-        return x, valid, unflatten, shift
+    def centres(self, params: GaussianHMMParams) -> jax.Array:
+        """(K, D): the points the emission statistics are taken about (`GaussianFamily.centres`)."""
+        return self.family.centres(params.means)
 
     def emission_table(self, params: GaussianHMMParams, data: Any) -> jax.Array:
         """ε[t, k] = log N(x_t | μ_k, Σ_k) (`GaussianFamily.log_density_table`):
         (T, K), or (B, T, K) for `Sequences`."""
-        x, _, unflatten, shift = self._steps(data)
+        x, _, unflatten = flatten_steps(data)
+        shift = jnp.mean(self.centres(params), axis=0)
         return unflatten(self.family.log_density_table(x, params.means, params.covariances, shift))
 
     def log_emission(self, params: GaussianHMMParams, x: jax.Array, z: jax.Array) -> jax.Array:
@@ -103,18 +99,15 @@ class GaussianHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
         cov = self.family.component_covariance(params.covariances, z)
         return self.family.log_density(x, params.means[z], cov)
 
-    def maximize(self, posterior: ChainPosterior, data: Any, params: GaussianHMMParams) -> GaussianHMMParams:
-        """The closed-form M-step (Baum–Welch) from the chain posterior."""
-        x, _, _, shift = self._steps(data)
-        resp = posterior.marginals.reshape(-1, self.num_states)
-        estimate = self.family.weighted_mle(resp, x, shift)
-        initial, transition = self.maximize_chain(posterior, params)
-        return GaussianHMMParams(initial, transition, estimate.means, estimate.covariances)
+    def emission_statistics(self, marginals: jax.Array, data: Any, params: GaussianHMMParams) -> GaussianStats:
+        """The Gaussian statistics of the steps weighted by γ (N, K), about `centres(params)`."""
+        x, _, _ = flatten_steps(data)
+        return self.family.statistics(marginals, x, self.centres(params))
 
-    def log_prior(self, params: GaussianHMMParams) -> jax.Array:
-        """The Dirichlet log-prior of π and A; pass `log_prior=model.log_prior` to
-        `jaxem.fit` so that the reported objective is the one the M-step increases."""
-        return self.chain_log_prior(params)
+    def maximize_emission(self, stats: GaussianStats, params: GaussianHMMParams) -> dict:
+        """Means and covariances (kept positive definite) from the emission statistics."""
+        estimate = self.family.maximize(stats, self.centres(params))
+        return {"means": estimate.means, "covariances": estimate.covariances}
 
     # --- initialisation -------------------------------------------------------------------------
 
@@ -132,7 +125,7 @@ class GaussianHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
         x, valid, _ = flatten_steps(data)
         resp = initial_responsibilities(key, fill_padding(data), self.num_states, method)
         resp = resp.astype(x.dtype) * valid[:, None]
-        estimate = self.family.weighted_mle(resp, x, self._steps(data)[3])
+        estimate = self.family.weighted_mle(resp, x)
         initial, transition = self.initial_chain(resp, data)
         return GaussianHMMParams(initial, transition, estimate.means, estimate.covariances)
 

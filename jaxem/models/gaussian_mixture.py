@@ -1,12 +1,14 @@
-"""The Gaussian mixture model, p(x) = Σ_k w_k N(x | μ_k, Σ_k), with a fast closed-form M-step.
+"""The Gaussian mixture model, p(x) = Σ_k w_k N(x | μ_k, Σ_k), with a closed-form M-step.
 
 The log-potential table is computed for all components at once (one matrix
-product for full covariances), centred per component, and the closed-form
-M-step is the two-pass weighted MLE (`jaxem.families.GaussianFamily`),
-accurate in float32 too; every other EM quantity (E-step,
-Q-function, log-likelihood) is derived by `MixtureStructure`. The M-step is
-scikit-learn's `GaussianMixture` estimator, so fits started from the same
-parameters follow the same trajectory.
+product for full covariances in float64, centred per component in float32), the
+expected sufficient statistics are the Gaussian family's (`GaussianStats`, plus
+the counts that give the weights), and `maximize` is the closed-form M-step
+(`jaxem.families.GaussianFamily`); every other EM quantity (E-step, Q-function,
+log-likelihood) is derived by `MixtureStructure`. The M-step is scikit-learn's
+`GaussianMixture` estimator, so fits started from the same parameters follow the
+same trajectory. The model is a pytree: K and the covariance type are static,
+`reg_covar` is a leaf (new values reuse the compiled fit).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.engine.mstep import ClosedForm
-from jaxem.families.gaussian import GaussianFamily
+from jaxem.families.gaussian import GaussianFamily, GaussianStats
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.mixture import MixturePosterior, MixtureStructure
+from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import (
     check_array,
     check_data,
@@ -49,16 +51,17 @@ class GaussianMixtureParams(NamedTuple):
     covariances: jax.Array
 
 
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class GaussianMixtureModel(MixtureStructure):
     """A K-component Gaussian mixture on data of shape (N, D).
 
-    Build it with `gaussian_mixture(...)`. Equal configurations compare equal,
-    so they share compiled code.
+    Build it with `gaussian_mixture(...)`. A pytree: `num_components` and
+    `covariance_type` are static, `reg_covar` a leaf.
     """
 
-    num_components: int
-    covariance_type: str = "full"
+    num_components: int = static_field()
+    covariance_type: str = static_field(default="full")
     reg_covar: float = 1e-6
 
     def __post_init__(self):
@@ -73,10 +76,6 @@ class GaussianMixtureModel(MixtureStructure):
     def num_states(self) -> int:
         return self.num_components
 
-    @property
-    def default_m_step(self) -> ClosedForm:
-        return ClosedForm(self.maximize)
-
     # --- the model --------------------------------------------------------------------------
 
     def log_joint(self, params: GaussianMixtureParams, x: jax.Array, z: jax.Array) -> jax.Array:
@@ -84,73 +83,33 @@ class GaussianMixtureModel(MixtureStructure):
         cov = self.family.component_covariance(params.covariances, z)
         return jnp.log(params.weights[z]) + self.family.log_density(x, params.means[z], cov)
 
+    def centres(self, params: GaussianMixtureParams) -> jax.Array:
+        """(K, D): the points the statistics are taken about (`GaussianFamily.centres`)."""
+        return self.family.centres(params.means, params.weights)
+
     def log_potentials(self, params: GaussianMixtureParams, data: jax.Array) -> jax.Array:
-        """φ[n, k] = log w_k + log N(x_n | μ_k, Σ_k): (N, K), centred per component
-        (`GaussianFamily.log_density_table`)."""
-        table = self.family.log_density_table(data, params.means, params.covariances)
+        """φ[n, k] = log w_k + log N(x_n | μ_k, Σ_k): (N, K) (`GaussianFamily.log_density_table`,
+        about the mean of the centres)."""
+        shift = jnp.mean(self.centres(params), axis=0)
+        table = self.family.log_density_table(data, params.means, params.covariances, shift)
         return table + jnp.log(params.weights)
 
-    def maximize(self, posterior: MixturePosterior, data: jax.Array,
-                 params: GaussianMixtureParams | None = None) -> GaussianMixtureParams:
-        """The closed-form M-step: weighted MLE from responsibilities (N, K)."""
-        del params
-        return self.from_responsibilities(posterior.marginals, data)
+    def statistics(self, posterior: MixturePosterior, data: jax.Array,
+                   params: GaussianMixtureParams) -> GaussianStats:
+        """The expected sufficient statistics Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(...)ᵀ] about
+        `centres(params)`: additive over rows (for the same `params`)."""
+        return self.family.statistics(posterior.marginals, data, self.centres(params))
+
+    def maximize(self, stats: GaussianStats, params: GaussianMixtureParams) -> GaussianMixtureParams:
+        """The closed-form M-step (the default; `jaxem.Statistics`) from statistics taken
+        about `centres(params)`: weights n_k / Σ n, the weighted means and covariances
+        (kept positive definite)."""
+        return _params(self.family.maximize(stats, self.centres(params)))
 
     def from_responsibilities(self, responsibilities: jax.Array, data: jax.Array) -> GaussianMixtureParams:
-        """Parameters maximising Q for the given responsibilities (N, K): the two-pass
-        weighted MLE (`GaussianFamily.weighted_mle`), kept positive definite."""
-        estimate = self.family.weighted_mle(responsibilities, data)
-        covariances = self._positive_definite(estimate)
-        counts = estimate.counts
-        return GaussianMixtureParams(counts / jnp.sum(counts), estimate.means, covariances)
-
-    def _positive_definite(self, estimate) -> jax.Array:
-        """Covariances that are positive definite in their own dtype, whatever the data.
-
-        A constant column or duplicate points with reg_covar = 0 give variances at the
-        rounding level (even slightly negative ones in float64's one-pass M-step), and
-        near-singular full/tied matrices can come out indefinite by an ulp. Σ is
-        symmetrised ((Σ + Σᵀ)/2), and where the rounding matters, and only there:
-
-        - a variance at or below its resolution (`GaussianEstimate.resolution`: the
-          rounding level of the M-step's variances, 10 eps·E_k[(x_i - c)²] one-pass
-          in float64, (10 eps)²·E_k[(x_i - c)²] two-pass in float32; c the shift) is
-          raised to it (and never below sqrt(tiny) of the dtype);
-        - full/tied: if the correlation matrix C = S⁻¹ Σ S⁻¹ (S = sqrt diag Σ) has
-          an eigenvalue <= 10·D·eps, its eigenvalues are floored at 20·D·eps and Σ
-          rebuilt as S C S. The test is scale-free, so badly scaled but
-          well-correlated features are never touched.
-
-        So every returned Σ has positive variances and a correlation matrix whose
-        eigenvalues exceed D·eps, which is what `check_params` demands.
-        """
-        covariances = estimate.covariances
-        dtype = covariances.dtype
-        eps = jnp.finfo(dtype).eps
-        smallest = jnp.sqrt(jnp.finfo(dtype).tiny)
-        counts = estimate.counts
-        dim = estimate.means.shape[-1]
-        kind = self.covariance_type
-        resolution = estimate.resolution  # (K, D)
-        if kind in ("diag", "spherical"):
-            if kind == "spherical":
-                resolution = jnp.mean(resolution, axis=1)
-            return jnp.maximum(covariances, jnp.maximum(resolution, smallest))
-        if kind == "tied":
-            resolution = counts @ resolution / jnp.sum(counts)
-        variances = jnp.maximum(jnp.diagonal(covariances, axis1=-2, axis2=-1),
-                                jnp.maximum(resolution, smallest))
-        diagonal = np.eye(dim, dtype=bool)
-        covariances = 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
-        covariances = jnp.where(diagonal, variances[..., None, :], covariances)
-        scale = jnp.sqrt(variances)
-        outer_scale = scale[..., :, None] * scale[..., None, :]
-        values, vectors = jnp.linalg.eigh(covariances / outer_scale)
-        singular = values[..., 0] <= 10 * dim * eps
-        values = jnp.maximum(values, 20 * dim * eps)
-        rebuilt = (vectors * values[..., None, :]) @ jnp.swapaxes(vectors, -1, -2)
-        rebuilt = 0.5 * (rebuilt + jnp.swapaxes(rebuilt, -1, -2)) * outer_scale
-        return jnp.where(singular[..., None, None], rebuilt, covariances)
+        """Parameters maximising Q for the given responsibilities (N, K) without a current
+        θ: the two-pass weighted MLE (`GaussianFamily.weighted_mle`), kept positive definite."""
+        return _params(self.family.weighted_mle(responsibilities, data))
 
     # --- initialisation ---------------------------------------------------------------------
 
@@ -289,7 +248,12 @@ class GaussianMixtureModel(MixtureStructure):
         return params.means[z] + jnp.einsum("nij,nj->ni", chol, eps), z
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+def _params(estimate) -> GaussianMixtureParams:
+    counts = estimate.counts
+    return GaussianMixtureParams(counts / jnp.sum(counts), estimate.means, estimate.covariances)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
 def _init_compiled(model: GaussianMixtureModel, key, data, method: str) -> GaussianMixtureParams:
     resp = initial_responsibilities(key, data, model.num_components, method)
     return model.from_responsibilities(resp.astype(jnp.result_type(data)), data)

@@ -11,23 +11,30 @@ counts are the chain posterior's `initial_counts` and `transition_counts`.
 Entries that are exactly 0 in the current parameters are structural zeros and
 stay 0 (their expected counts are 0 and a prior must not revive them), and a
 row with no expected counts and no prior mass keeps its current values.
+
+`ProbabilityChain` is the base class of the ready HMMs (a `ChainStructure` with
+those tables, that M-step and that prior); its expected statistics are a
+`ChainStats`: the chain's expected counts plus the emission family's statistics.
+The concentrations are leaves of the model pytree (new values compile nothing).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.structures.chain import ChainPosterior, ChainStructure
 from jaxem.structures.chain_decoding import sample_chain
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.sequences import Sequences
-from jaxem.validation import check_array, check_finite_tree, check_simplex
+from jaxem.validation import check_array, check_finite_tree, check_hyperparameter, check_simplex
 
 __all__ = [
-    "ProbabilityChainMixin",
+    "ChainStats",
+    "ProbabilityChain",
     "check_chain_params",
     "check_concentration",
     "chain_counts_from_responsibilities",
@@ -40,9 +47,8 @@ __all__ = [
 
 
 def check_concentration(value: Any, name: str) -> None:
-    """A Dirichlet/Gamma hyperparameter must be a Python number (hashable models)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name}: expected a number >= 0 (1.0 means no prior), got {value!r}.")
+    """A Dirichlet/Gamma hyperparameter: a number (or 0-d array) >= 0."""
+    check_hyperparameter(value, name, hint=" (1.0 means no prior)")
 
 
 def check_state_table(values: Any, name: str, num_states: int, batch: tuple, data: Any = None) -> int:
@@ -98,10 +104,10 @@ def dirichlet_map(counts: jax.Array, concentration: float, current: jax.Array) -
 
 def dirichlet_log_prior(probs: jax.Array, concentration: float) -> jax.Array:
     """Σ (α - 1) log p over entries with p > 0 (the Dirichlet log-density up to a constant;
-    structural zeros are excluded)."""
-    if concentration == 1.0:
-        return jnp.zeros((), probs.dtype)
-    return jnp.sum(jnp.where(probs > 0, (concentration - 1.0) * safe_log(probs), 0.0))
+    structural zeros are excluded; exactly 0 at α = 1)."""
+    positive = probs > 0
+    log_probs = jnp.log(jnp.where(positive, probs, 1.0))
+    return jnp.sum(jnp.where(positive, (concentration - 1.0) * log_probs, 0.0)).astype(probs.dtype)
 
 
 def flatten_steps(data: Any):
@@ -152,10 +158,22 @@ def chain_counts_from_responsibilities(responsibilities: jax.Array, data: Any):
     return initial, transition
 
 
-class ProbabilityChainMixin:
-    """Initial/transition tables, M-step, prior and state sampling for models whose
-    parameters have fields `initial` (K,) and `transition` (K, K) holding probabilities
-    and whose configuration has `num_states`, `initial_prior`, `transition_prior`."""
+class ChainStats(NamedTuple):
+    """Expected statistics of a ready HMM: initial (K,) and transition (K, K) expected counts
+    and the emission family's statistics (each model's own pytree). Additive over batches
+    of sequences (padding contributes nothing)."""
+
+    initial: jax.Array
+    transition: jax.Array
+    emission: Any
+
+
+class ProbabilityChain(ChainStructure):
+    """A chain whose parameters have fields `initial` (K,) and `transition` (K, K) holding
+    probabilities, with Dirichlet priors `initial_prior`, `transition_prior` (fields of the
+    subclass). Subclasses supply the emission table, `emission_statistics(marginals (N, K)
+    over the rows of `flatten_steps(data)`, data, params)`, `maximize_emission(stats,
+    params) -> dict of new fields` and `emission_log_prior(params)`."""
 
     def initial_table(self, params: Any, data: Any = None) -> jax.Array:
         """ι = log π (K,); -inf for zero probabilities."""
@@ -165,16 +183,29 @@ class ProbabilityChainMixin:
         """τ = log A (K, K); -inf for structural zeros."""
         return safe_log(params.transition)
 
-    def maximize_chain(self, posterior: Any, params: Any):
-        """(π, A): the Dirichlet-MAP update from the posterior's expected counts."""
-        initial = dirichlet_map(posterior.initial_counts, self.initial_prior, params.initial)
-        transition = dirichlet_map(posterior.transition_counts, self.transition_prior, params.transition)
-        return initial, transition
+    def statistics(self, posterior: ChainPosterior, data: Any, params: Any) -> ChainStats:
+        """The chain's expected counts and the emission statistics of the smoothed marginals."""
+        marginals = posterior.marginals.reshape(-1, self.num_states)
+        return ChainStats(posterior.initial_counts, posterior.transition_counts,
+                          self.emission_statistics(marginals, data, params))
 
-    def chain_log_prior(self, params: Any) -> jax.Array:
-        """Dirichlet log-prior of π and A (0 with the default α = 1)."""
+    def maximize(self, stats: ChainStats, params: Any):
+        """The closed-form M-step: Dirichlet-MAP π and A from the expected counts, and the
+        emission parameters from their statistics."""
+        initial = dirichlet_map(stats.initial, self.initial_prior, params.initial)
+        transition = dirichlet_map(stats.transition, self.transition_prior, params.transition)
+        return params._replace(initial=initial, transition=transition,
+                               **self.maximize_emission(stats.emission, params))
+
+    def log_prior(self, params: Any) -> jax.Array:
+        """The model's log-prior (up to a constant; 0 at the defaults): Dirichlet on π and A
+        plus the emission prior. `jaxem.fit` maximises log-likelihood + this by default."""
         return (dirichlet_log_prior(params.initial, self.initial_prior)
-                + dirichlet_log_prior(params.transition, self.transition_prior))
+                + dirichlet_log_prior(params.transition, self.transition_prior)
+                + self.emission_log_prior(params))
+
+    def emission_log_prior(self, params: Any) -> jax.Array:
+        return jnp.zeros((), jnp.result_type(params.initial))
 
     def initial_chain(self, responsibilities: jax.Array, data: Any):
         """(π, A) from state responsibilities (N, K) of the data's rows, smoothed by one

@@ -25,7 +25,7 @@ from jax.scipy.special import gammaln, xlogy
 from jaxem.engine.mstep import ClosedForm
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
-    ProbabilityChainMixin,
+    ProbabilityChain,
     check_chain_params,
     check_concentration,
     check_state_table,
@@ -35,8 +35,9 @@ from jaxem.models.hmm_common import (
 )
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_sequential import safe_log
-from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
+from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
+from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import check_num_states, is_concrete
 
 __all__ = ["PoissonHMM", "PoissonHMMParams", "poisson_hmm"]
@@ -50,17 +51,26 @@ class PoissonHMMParams(NamedTuple):
     rates: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class PoissonHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
-    """A K-state HMM with independent Poisson emissions on counts (T, D) or `Sequences`
-    of (B, T, D). Build it with `poisson_hmm(...)`."""
+class PoissonStats(NamedTuple):
+    """counts (K,) Σ_t γ_tk and sums (K, D) Σ_t γ_tk x_t over real steps."""
 
-    num_states: int
+    counts: jax.Array
+    sums: jax.Array
+
+
+@pytree_dataclass
+@dataclasses.dataclass(frozen=True)
+class PoissonHMM(ProbabilityChain):
+    """A K-state HMM with independent Poisson emissions on counts (T, D) or `Sequences`
+    of (B, T, D). Build it with `poisson_hmm(...)`. K and the algorithm are static; the
+    prior parameters are leaves."""
+
+    num_states: int = static_field()
     initial_prior: float = 1.0
     transition_prior: float = 1.0
     rate_prior_shape: float = 1.0
     rate_prior_rate: float = 0.0
-    algorithm: str = "scaled"
+    algorithm: str = static_field(default="scaled")
 
     def __post_init__(self):
         check_num_states(self.num_states)
@@ -68,10 +78,6 @@ class PoissonHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
             check_concentration(getattr(self, name), name)
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
-
-    @property
-    def default_m_step(self) -> ClosedForm:
-        return ClosedForm(self.maximize)
 
     def emission_table(self, params: PoissonHMMParams, data: Any) -> jax.Array:
         """ε[t, k] = Σ_d log Poisson(x_td | λ_kd): (T, K), or (B, T, K) for `Sequences`."""
@@ -88,26 +94,28 @@ class PoissonHMM(ChainEntryPoints, ProbabilityChainMixin, ChainStructure):
         rates = params.rates[z]
         return jnp.sum(xlogy(x, rates) - rates - gammaln(x + 1.0))
 
-    def maximize(self, posterior: ChainPosterior, data: Any, params: PoissonHMMParams) -> PoissonHMMParams:
-        """The closed-form (Gamma-MAP) M-step from the chain posterior."""
+    def emission_statistics(self, marginals: jax.Array, data: Any, params: PoissonHMMParams) -> PoissonStats:
+        """Σ_t γ_tk and Σ_t γ_tk x_t over real steps, for γ (N, K) over the data's rows."""
         x, _, _ = flatten_steps(data)
-        resp = posterior.marginals.reshape(-1, self.num_states)
-        sums = resp.T @ x.astype(resp.dtype)  # (K, D)
-        counts = jnp.sum(resp, axis=0)[:, None]
-        numerator = jnp.maximum(sums + self.rate_prior_shape - 1.0, 0.0)
-        denominator = counts + self.rate_prior_rate
-        rates = jnp.where(denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1.0),
-                          params.rates)
-        initial, transition = self.maximize_chain(posterior, params)
-        return PoissonHMMParams(initial, transition, rates)
+        return PoissonStats(jnp.sum(marginals, axis=0), marginals.T @ x.astype(marginals.dtype))
 
-    def log_prior(self, params: PoissonHMMParams) -> jax.Array:
-        """Dirichlet log-prior of π and A plus the Gamma(a, b) log-prior of the rates
-        (up to constants; 0 at the defaults)."""
-        a, b = self.rate_prior_shape, self.rate_prior_rate
-        rate_term = jnp.sum((a - 1.0) * safe_log(params.rates) - b * params.rates) if (a, b) != (1.0, 0.0) \
-            else jnp.zeros((), params.rates.dtype)
-        return self.chain_log_prior(params) + rate_term
+    def maximize_emission(self, stats: PoissonStats, params: PoissonHMMParams) -> dict:
+        """The Gamma-MAP rates (Σ γ x + a - 1) / (Σ γ + b), the current rate where the
+        denominator is 0."""
+        numerator = jnp.maximum(stats.sums + self.rate_prior_shape - 1.0, 0.0)
+        denominator = stats.counts[:, None] + self.rate_prior_rate
+        positive = denominator > 0
+        rates = jnp.where(positive, numerator / jnp.where(positive, denominator, 1.0), params.rates)
+        return {"rates": rates}
+
+    def emission_log_prior(self, params: PoissonHMMParams) -> jax.Array:
+        """The Gamma(a, b) log-prior of the rates, Σ (a - 1) log λ - b λ (up to constants;
+        exactly 0 at the defaults a = 1, b = 0)."""
+        rates = params.rates
+        positive = rates > 0
+        log_rates = jnp.log(jnp.where(positive, rates, 1.0))
+        shape_term = jnp.where(positive, (self.rate_prior_shape - 1.0) * log_rates, 0.0)
+        return jnp.sum(shape_term - self.rate_prior_rate * rates).astype(rates.dtype)
 
     def init(self, key: jax.Array, data: Any, method: str = "kmeans++") -> PoissonHMMParams:
         """Starting parameters from initial state responsibilities of the steps (method as

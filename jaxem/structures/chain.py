@@ -10,6 +10,7 @@ log-potential tables (for one sequence of T steps and K states)
 and everything EM needs is derived from them, exactly as for a mixture:
 
     log p(x | θ) = A(ι, τ, ε)                     the forward recursion (log-partition)
+                                                  (Σ_b w_b A_b with per-sequence weights)
     posterior    = ∇A: ∂A/∂ε = γ (smoothed marginals p(z_t = k | x)),
                    ∂A/∂ι = γ_0, ∂A/∂τ = Σ_t ξ_t (expected transition counts)
     Q(θ' | θ)    = ⟨γ_0, ι(θ')⟩ + ⟨Σξ, τ(θ')⟩ + ⟨γ, ε(θ')⟩   (inner products)
@@ -40,12 +41,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxem.structures.base import Structure, num_leading, weighted_sum
 from jaxem.structures.chain_batched import log_partitions_scaled_batch
 from jaxem.structures.chain_decoding import sample_posterior, viterbi
 from jaxem.structures.chain_parallel import log_partition_parallel
 from jaxem.structures.chain_sequential import log_partition_log, log_partition_scaled
+from jaxem.structures.entry_points import check_params_and_data, entry_point
 from jaxem.structures.sequences import Sequences
-from jaxem.structures.tables import inner_product, num_leading
 
 __all__ = ["ALGORITHMS", "ChainPosterior", "ChainStructure", "ChainTables", "chain_log_partition"]
 
@@ -75,12 +77,20 @@ class ChainPosterior(NamedTuple):
       transition_counts: expected transitions Σ_{b,t} p(z_t = i, z_{t+1} = j | x),
         shaped like the transition table ((K, K), or per step when it is time-varying).
       log_likelihood: scalar log p(x | θ), summed over sequences.
+
+    With per-sequence weights w_b every marginal and count of sequence b is
+    multiplied by w_b and the log-likelihood is Σ_b w_b log p(x_b | θ).
     """
 
     marginals: jax.Array
     initial_counts: jax.Array
     transition_counts: jax.Array
     log_likelihood: jax.Array
+
+    @property
+    def tables(self) -> ChainTables:
+        """The marginals shaped like the log-potential tables (the structure protocol)."""
+        return ChainTables(self.initial_counts, self.transition_counts, self.marginals)
 
 
 def _lengths(data: Any, tables: ChainTables):
@@ -99,10 +109,12 @@ def _batch_axes(tables: ChainTables) -> ChainTables:
     )
 
 
-def chain_log_partition(tables: ChainTables, lengths, batched: bool, algorithm: str = "scaled"):
-    """A(φ) summed over sequences: scalar. `lengths` is a scalar (one sequence) or (B,)."""
+def chain_log_partition(tables: ChainTables, lengths, batched: bool, algorithm: str = "scaled",
+                        weights=None):
+    """A_w(φ) = Σ_b w_b A(φ_b): scalar. `lengths` is a scalar (one sequence) or (B,); `weights`
+    None, (B,) for a batch or a scalar for one sequence."""
     per_sequence = sequence_log_partitions(tables, lengths, batched, algorithm)
-    return jnp.sum(per_sequence) if batched else per_sequence
+    return weighted_sum(per_sequence, weights)
 
 
 def sequence_log_partitions(tables: ChainTables, lengths, batched: bool, algorithm: str = "scaled"):
@@ -119,8 +131,8 @@ def sequence_log_partitions(tables: ChainTables, lengths, batched: bool, algorit
     return jax.vmap(fn, in_axes=(*_batch_axes(tables), 0))(*tables, lengths)
 
 
-class ChainStructure:
-    """Derived log-likelihood, E-step, Q-function and decoding for any chain model.
+class ChainStructure(Structure):
+    """The chain's side of the structure protocol (`jaxem.structures.base`), and decoding.
 
     Subclasses supply `num_states` and the three tables
 
@@ -132,9 +144,7 @@ class ChainStructure:
     ("scaled", "log" or "parallel") and `default_m_step`.
     """
 
-    num_states: int
     algorithm: str = "scaled"
-    default_m_step: Any = None
 
     # --- the tables ----------------------------------------------------------------------------
 
@@ -155,55 +165,49 @@ class ChainStructure:
             self.emission_table(params, data),
         )
 
-    # --- EM --------------------------------------------------------------------------------------
+    # --- the structure protocol ----------------------------------------------------------------
 
-    def log_likelihood(self, params: Any, data: Any) -> jax.Array:
-        """log p(x | params), summed over sequences (scalar): the forward recursion."""
-        tables = self.log_potentials(params, data)
+    def log_partition(self, tables: ChainTables, data: Any, weights: Any = None) -> jax.Array:
+        """Σ_b w_b A(φ_b), the forward recursion of every sequence (`algorithm`)."""
         lengths, batched = _lengths(data, tables)
-        return chain_log_partition(tables, lengths, batched, self.algorithm)
+        return chain_log_partition(tables, lengths, batched, self.algorithm, weights)
 
+    def posterior(self, marginals: ChainTables, log_likelihood: jax.Array) -> ChainPosterior:
+        return ChainPosterior(
+            marginals=marginals.emission,
+            initial_counts=marginals.initial,
+            transition_counts=marginals.transition,
+            log_likelihood=log_likelihood,
+        )
+
+    def num_observations(self, data: Any, weights: Any = None):
+        """The number of real (unpadded) time steps, Σ_b w_b T_b with per-sequence weights;
+        scales `jaxem.fit`'s tolerance."""
+        if isinstance(data, Sequences):
+            lengths = jnp.asarray(data.lengths)
+            return jnp.sum(lengths) if weights is None else jnp.sum(jnp.asarray(weights) * lengths)
+        steps = num_leading(data)
+        return steps if weights is None else jnp.asarray(weights) * steps
+
+    def weights_shape(self, data: Any) -> tuple:
+        """(B,) for `Sequences` (one weight per sequence); () for one sequence."""
+        return (data.num_sequences,) if isinstance(data, Sequences) else ()
+
+    @entry_point
     def sequence_log_likelihoods(self, params: Any, data: Any) -> jax.Array:
         """log p(x_b | params) per sequence: (B,) for `Sequences`, a scalar for one sequence."""
         tables = self.log_potentials(params, data)
         lengths, batched = _lengths(data, tables)
         return sequence_log_partitions(tables, lengths, batched, self.algorithm)
 
-    def e_step(self, params: Any, data: Any) -> ChainPosterior:
-        """The posterior as the gradient of the log-partition, with the log-likelihood."""
-        tables = self.log_potentials(params, data)
-        lengths, batched = _lengths(data, tables)
-        def total(t):
-            return chain_log_partition(t, lengths, batched, self.algorithm)
-
-        value, grads = jax.value_and_grad(total)(tables)
-        return ChainPosterior(
-            marginals=grads.emission,
-            initial_counts=grads.initial,
-            transition_counts=grads.transition,
-            log_likelihood=value,
-        )
-
-    def q(self, params: Any, posterior: ChainPosterior, data: Any) -> jax.Array:
-        """Q(params) = ⟨γ_0, ι⟩ + ⟨Σξ, τ⟩ + ⟨γ, ε⟩ for a fixed posterior; impossible
-        entries (-inf potential, zero posterior) contribute exactly 0."""
-        tables = self.log_potentials(params, data)
-        return (inner_product(posterior.initial_counts, tables.initial)
-                + inner_product(posterior.transition_counts, tables.transition)
-                + inner_product(posterior.marginals, tables.emission))
-
-    def num_observations(self, data: Any):
-        """The number of real (unpadded) time steps; scales `jaxem.fit`'s tolerance."""
-        if isinstance(data, Sequences):
-            return jnp.sum(jnp.asarray(data.lengths))
-        return num_leading(data)
-
     # --- decoding --------------------------------------------------------------------------------
 
+    @entry_point
     def state_probabilities(self, params: Any, data: Any) -> jax.Array:
         """Smoothed p(z_t = k | x): (T, K), or (B, T, K) with zero rows on padding."""
-        return self.e_step(params, data).marginals
+        return self.exact_e_step(params, data).marginals
 
+    @entry_point
     def viterbi(self, params: Any, data: Any):
         """The most probable state paths and their log-probabilities log p(x, z*).
 
@@ -216,6 +220,7 @@ class ChainStructure:
             return viterbi(*tables, lengths)
         return jax.vmap(viterbi, in_axes=(*_batch_axes(tables), 0))(*tables, lengths)
 
+    @entry_point(check=lambda model, key, params, data: check_params_and_data(model, params, data))
     def sample_posterior(self, key: jax.Array, params: Any, data: Any) -> jax.Array:
         """State paths drawn from p(z | x): (T,) int32, or (B, T) with -1 on padding."""
         tables = self.log_potentials(params, data)

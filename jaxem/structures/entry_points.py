@@ -7,18 +7,19 @@ single call. `entry_point(method)` wraps the method so that
 
 - called with concrete arguments (outside any `jit`/`vmap`/`grad`), it first runs
   the model's input checks (raising in Python, before anything is traced) and then
-  a `jax.jit` of the method with the model as a static argument: ONE program,
-  compiled once per (model, static arguments, argument shapes and dtypes) and
-  reused by every later call, whatever the values;
+  a `jax.jit` of the method with the model as a pytree argument: ONE program,
+  compiled once per (model structure, i.e. its static fields; static arguments;
+  argument shapes and dtypes) and reused by every later call, whatever the values,
+  a model's hyperparameters (its leaves) included;
 - called with tracers (inside the user's `jit`, `vmap`, `grad`, or jaxem's own EM
   loop), it runs the structural part of the checks (shapes, dtypes; the value
   checks need concrete numbers and are skipped) and then the plain method, so it
   traces into the caller's program as before;
-- called on a model that is not hashable (not usable as a static argument), it
-  runs the plain method eagerly.
+- called on a model whose static fields are not hashable, it runs the plain
+  method eagerly.
 
-Models are frozen dataclasses whose equal configurations compare and hash equal,
-so equal models share the compiled programs.
+Models are pytrees (`jaxem.tree.pytree_dataclass`): models with equal static
+fields share the compiled programs.
 """
 
 from __future__ import annotations
@@ -30,16 +31,18 @@ from typing import Any
 
 import jax
 
-from jaxem.structures.chain import ChainStructure
-from jaxem.validation import all_concrete, check_model_data, check_model_params
+from jaxem.validation import all_concrete, check_model_data, check_model_params, check_weights
 
-__all__ = ["ChainEntryPoints", "check_params_and_data", "check_params_only", "entry_point"]
+__all__ = ["check_params_and_data", "check_params_only", "entry_point"]
 
 
-def check_params_and_data(model: Any, params: Any, data: Any, *rest: Any) -> None:
-    """The checks of an entry point taking (params, data, ...): data, then parameters."""
+def check_params_and_data(model: Any, params: Any, data: Any, weights: Any = None, *rest: Any) -> None:
+    """The checks of an entry point taking (params, data, weights=None, ...): data, parameters,
+    then the sample weights."""
     check_model_data(model, data)
     check_model_params(model, params, data)
+    if weights is not None:
+        check_weights(weights, model.weights_shape(data))
 
 
 def check_params_only(model: Any, key: Any, params: Any, *rest: Any) -> None:
@@ -73,8 +76,10 @@ def entry_point(method: Callable | None = None, *, static: Sequence[str] = (),
         return functools.partial(entry_point, static=static, check=check)
     signature = inspect.signature(method)
     names = list(signature.parameters)
-    static_argnums = (0,) + tuple(names.index(name) for name in static)
+    static_argnums = tuple(names.index(name) for name in static)
     compiled = jax.jit(method, static_argnums=static_argnums)
+    # A model class that is not a registered pytree (e.g. a user's subclass) is a static argument.
+    compiled_static = jax.jit(method, static_argnums=(0,) + static_argnums)
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
@@ -86,25 +91,12 @@ def entry_point(method: Callable | None = None, *, static: Sequence[str] = (),
         dynamic = [a for i, a in enumerate(arguments) if i not in static_argnums]
         if not all_concrete(dynamic):
             return method(*arguments)
-        if not _hashable(self) or not all(_hashable(arguments[i]) for i in static_argnums):
+        treedef = jax.tree_util.tree_structure(self)
+        registered = not jax.tree_util.treedef_is_leaf(treedef)
+        static_parts = [treedef if registered else self] + [arguments[i] for i in static_argnums]
+        if not all(_hashable(part) for part in static_parts):
             return method(*arguments)
-        return compiled(*arguments)
+        return (compiled if registered else compiled_static)(*arguments)
 
     wrapper.compiled = compiled
     return wrapper
-
-
-def _check_sample_posterior(model: Any, key: Any, params: Any, data: Any) -> None:
-    check_params_and_data(model, params, data)
-
-
-class ChainEntryPoints:
-    """Compiled, checked versions of `ChainStructure`'s per-call methods; list it
-    before `ChainStructure` among a chain model's bases."""
-
-    log_likelihood = entry_point(ChainStructure.log_likelihood)
-    sequence_log_likelihoods = entry_point(ChainStructure.sequence_log_likelihoods)
-    e_step = entry_point(ChainStructure.e_step)
-    state_probabilities = entry_point(ChainStructure.state_probabilities)
-    viterbi = entry_point(ChainStructure.viterbi)
-    sample_posterior = entry_point(ChainStructure.sample_posterior, check=_check_sample_posterior)

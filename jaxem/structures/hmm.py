@@ -21,14 +21,16 @@ import jax.numpy as jnp
 
 from jaxem.structures.chain import ALGORITHMS, ChainStructure
 from jaxem.structures.chain_decoding import sample_chain
-from jaxem.structures.entry_points import ChainEntryPoints, check_params_only, entry_point
+from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import Sequences, check_chain_data
+from jaxem.tree import pytree_dataclass, static_field
 
 __all__ = ["HMM"]
 
 
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class HMM(ChainEntryPoints, ChainStructure):
+class HMM(ChainStructure):
     """A hidden Markov model from its three log-probability functions.
 
     Args:
@@ -43,19 +45,22 @@ class HMM(ChainEntryPoints, ChainStructure):
       algorithm: "scaled" (default), "log" or "parallel"; see `jaxem.structures.chain`.
       sample_emission: optional `sample_emission(key, params, z) -> x_t`, which
         enables `sample`.
+      log_prior: optional `log_prior(params) -> scalar`, the model's prior: `jaxem.fit`
+        then maximises log-likelihood + log-prior (MAP) unless given another.
 
     Data: one sequence (a pytree whose leaves share a leading time axis T) or
     `jaxem.Sequences(values, lengths)`. All functions must be pure and
-    jax-traceable. Instances are hashable (a static argument of `jit`).
+    jax-traceable. Every field is static (a pytree with no leaves).
     """
 
-    log_initial: Callable[[Any, jax.Array], jax.Array]
-    log_transition: Callable[[Any, jax.Array, jax.Array], jax.Array]
-    log_emission: Callable[[Any, Any, jax.Array], jax.Array]
-    num_states: int
-    m_step: Any = None
-    algorithm: str = "scaled"
-    sample_emission: Callable[[jax.Array, Any, jax.Array], Any] | None = None
+    log_initial: Callable[[Any, jax.Array], jax.Array] = static_field()
+    log_transition: Callable[[Any, jax.Array, jax.Array], jax.Array] = static_field()
+    log_emission: Callable[[Any, Any, jax.Array], jax.Array] = static_field()
+    num_states: int = static_field()
+    m_step: Any = static_field(default=None)
+    algorithm: str = static_field(default="scaled")
+    sample_emission: Callable[[jax.Array, Any, jax.Array], Any] | None = static_field(default=None)
+    log_prior: Callable[[Any], jax.Array] | None = static_field(default=None)
 
     def __post_init__(self):
         from jaxem.validation import check_callable, check_num_states
@@ -68,6 +73,8 @@ class HMM(ChainEntryPoints, ChainStructure):
             raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
         if self.sample_emission is not None:
             check_callable(self.sample_emission, "sample_emission")
+        if self.log_prior is not None:
+            check_callable(self.log_prior, "log_prior")
 
     @property
     def default_m_step(self):

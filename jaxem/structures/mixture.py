@@ -4,13 +4,13 @@ A mixture's complete-data log-likelihood is one log-potential table
 
     φ[n, k] = log p(x_n, z_n = k | θ)                      shape (N, K)
 
-and everything EM needs is derived from that table:
+and everything EM needs is derived from that table (`jaxem.structures.base`):
 
-    log p(x | θ) = A(φ) = Σ_n logsumexp_k φ[n, k]           (log-partition)
-    r[n, k]      = ∂A/∂φ[n, k] = p(z_n = k | x_n, θ)         (E-step = one jax.grad)
-    Q(θ' | θ)    = Σ_{n,k} r[n, k] φ[n, k](θ')               (inner product)
+    ℓ(θ)        = A_w(φ) = Σ_n w_n logsumexp_k φ[n, k]     (log-partition; w = 1 by default)
+    r[n, k]     = ∂A_w/∂φ[n, k] = w_n p(z_n = k | x_n, θ)   (E-step = one jax.grad)
+    Q(θ' | θ)   = Σ_{n,k} r[n, k] φ[n, k](θ')               (inner product)
 
-`MixtureStructure` holds that derivation for any way of filling the table;
+`MixtureStructure` supplies that log-partition for any way of filling the table;
 `Mixture` fills it from a user's per-observation `log_joint(params, x, z)`.
 Ready models (e.g. the Gaussian mixture) fill it faster, as a matrix product of
 sufficient statistics with natural parameters, and inherit the rest.
@@ -25,8 +25,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.structures.entry_points import entry_point
-from jaxem.structures.tables import inner_product, num_leading
+from jaxem.structures.base import Structure, weighted_sum
+from jaxem.structures.base import num_leading
+from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import (
     abstract,
     check_finite_tree,
@@ -41,61 +42,51 @@ class MixturePosterior(NamedTuple):
     """Posterior of a mixture's latent variables.
 
     Attributes:
-      marginals: (N, K) responsibilities p(z_n = k | x_n, θ); each row sums to 1.
-      log_likelihood: scalar observed-data log-likelihood Σ_n log p(x_n | θ).
+      marginals: (N, K) responsibilities p(z_n = k | x_n, θ); each row sums to 1
+        (to w_n with sample weights, the weighted responsibilities).
+      log_likelihood: scalar observed-data log-likelihood Σ_n w_n log p(x_n | θ).
     """
 
     marginals: jax.Array
     log_likelihood: jax.Array
 
+    @property
+    def tables(self) -> jax.Array:
+        """The marginals shaped like the log-potential table (the structure protocol)."""
+        return self.marginals
 
-def log_partition(table: jax.Array) -> jax.Array:
-    """A(φ) = Σ_n logsumexp_k φ[n, k] for a (N, K) table; `-inf` entries are allowed."""
-    return jnp.sum(jax.nn.logsumexp(table, axis=-1))
+
+def log_partition(table: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+    """A_w(φ) = Σ_n w_n logsumexp_k φ[n, k] for a (N, K) table; `-inf` entries are allowed."""
+    return weighted_sum(jax.nn.logsumexp(table, axis=-1), weights)
 
 
-class MixtureStructure:
-    """Derived E-step, Q-function and log-likelihood for any mixture.
+class MixtureStructure(Structure):
+    """The mixture's side of the structure protocol (`jaxem.structures.base`).
 
     Subclasses supply `num_states` and `log_potentials(params, data) -> (N, K)`;
     they may set `default_m_step` (used by `jaxem.fit` when no M-step is given).
     """
 
-    num_states: int
-    default_m_step: Any = None
-
     def log_potentials(self, params: Any, data: Any) -> jax.Array:
         """The (N, K) table φ[n, k] = log p(x_n, z_n = k | params)."""
         raise NotImplementedError
 
-    @entry_point
-    def log_likelihood(self, params: Any, data: Any) -> jax.Array:
-        """Observed-data log-likelihood Σ_n log Σ_k p(x_n, z_n = k | params) (scalar).
+    def log_partition(self, tables: jax.Array, data: Any, weights: Any = None) -> jax.Array:
+        return log_partition(tables, weights)
 
-        Called on concrete arrays it first checks `data` and `params` (`check_data`,
-        `check_params`) and raises on bad input, then runs one compiled program
-        (compiled once per model and shapes; `jaxem.structures.entry_points`);
-        under jit/vmap/grad it checks shapes and dtypes only and traces into the
-        caller's program.
-        """
-        return log_partition(self.log_potentials(params, data))
+    def posterior(self, marginals: jax.Array, log_likelihood: jax.Array) -> MixturePosterior:
+        return MixturePosterior(marginals=marginals, log_likelihood=log_likelihood)
 
-    @entry_point
-    def e_step(self, params: Any, data: Any) -> MixturePosterior:
-        """Responsibilities as the gradient of the log-partition, with the log-likelihood.
+    def num_observations(self, data: Any, weights: Any = None):
+        """N (or Σ_n w_n with weights), which scales the fit's tolerance."""
+        if weights is None:
+            return num_leading(data)
+        return jnp.sum(jnp.asarray(weights))
 
-        Input checks and compilation as for `log_likelihood` (concrete inputs only)."""
-        table = self.log_potentials(params, data)
-        value, marginals = jax.value_and_grad(log_partition)(table)
-        return MixturePosterior(marginals=marginals, log_likelihood=value)
-
-    def q(self, params: Any, posterior: MixturePosterior, data: Any) -> jax.Array:
-        """Q(params) = Σ_{n,k} r[n, k] φ[n, k](params) for a fixed posterior r."""
-        return inner_product(posterior.marginals, self.log_potentials(params, data))
-
-    def num_observations(self, data: Any) -> int:
-        """N, the leading axis shared by the data's leaves (scales the tolerance)."""
-        return num_leading(data)
+    def weights_shape(self, data: Any) -> tuple:
+        """(N,): one weight per observation."""
+        return (num_leading(data),)
 
     def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
                      name: str = "params") -> None:
@@ -113,6 +104,7 @@ class MixtureStructure:
                 )
 
 
+@pytree_dataclass
 @dataclasses.dataclass(frozen=True)
 class Mixture(MixtureStructure):
     """A mixture defined by its complete-data log-likelihood of one observation.
@@ -125,21 +117,26 @@ class Mixture(MixtureStructure):
       num_states: K, the number of latent states (>= 1).
       m_step: optional default M-step for this model (e.g. `jaxem.ClosedForm`);
         without one `jaxem.fit` climbs Q with `jaxem.Gradient()`.
+      log_prior: optional `log_prior(params) -> scalar`, the model's prior: `jaxem.fit`
+        then maximises log-likelihood + log-prior (MAP) unless given another.
 
     The data is any pytree whose leaves share a leading axis N; jaxem vmaps
-    `log_joint` over observations and states. Instances are hashable, so a model
-    is a static argument of `jax.jit`: the same model object compiles once.
+    `log_joint` over observations and states. All fields are static (a pytree with
+    no leaves), so the same functions and K compile once.
     """
 
-    log_joint: Callable[[Any, Any, jax.Array], jax.Array]
-    num_states: int
-    m_step: Any = None
+    log_joint: Callable[[Any, Any, jax.Array], jax.Array] = static_field()
+    num_states: int = static_field()
+    m_step: Any = static_field(default=None)
+    log_prior: Callable[[Any], jax.Array] | None = static_field(default=None)
 
     def __post_init__(self):
         from jaxem.validation import check_callable, check_num_states
 
         check_callable(self.log_joint, "log_joint")
         check_num_states(self.num_states)
+        if self.log_prior is not None:
+            check_callable(self.log_prior, "log_prior")
 
     @property
     def default_m_step(self):
