@@ -25,6 +25,9 @@ tol' = tol / N that is hmmlearn's test at i = T. So the estimator runs
 `jaxem.fit_restarts` with at most n_iter - 1 M-steps and then one more M-step:
 monitor_.iter = T + 1 and monitor_.history = [ℓ_0, ..., ℓ_T]. hmmlearn's test is
 signed (a decrease stops it too); `_StopOnDecrease` makes jaxem's |Δ| test agree.
+
+What it shares with `GaussianMixture` (padding, PRNG keys, the float64 context,
+the last M-step, sampling) is in `jaxem.sklearn._base`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ import functools
 import logging
 import math
 import sys
-from numbers import Integral
 from typing import Any, NamedTuple
 
 import jax
@@ -51,6 +53,7 @@ from jaxem.engine.restarts import fit_restarts
 from jaxem.init import LLOYD_ITERATIONS, kmeans_plusplus, lloyd
 from jaxem.models.gaussian_hmm import GaussianHMMParams, gaussian_hmm
 from jaxem.models.hmm_common import dirichlet_map, flatten_steps
+from jaxem.sklearn import _base
 from jaxem.structures.sequences import Sequences
 
 __all__ = ["ConvergenceMonitor", "GaussianHMM"]
@@ -214,21 +217,21 @@ class GaussianHMM(BaseEstimator):
             "covars_weight")]
         letters = "".join(sorted(set(self.params) & set("stmc")))
         m_step = ClosedForm(_TrackedMStep(_HmmlearnMStep(model, letters, *priors)))
-        keys = jax.random.split(_jax_key(random_state), int(self.n_init))
+        keys = jax.random.split(_base.jax_key(random_state), int(self.n_init))
         # Per-step tolerance of jaxem.fit (|Δ| < tol'·N); tol = 0 becomes the smallest positive one,
         # so that a decrease still stops the fit as in hmmlearn.
         tol_per_step = max(float(self.tol) / int(lengths.sum()), np.finfo(np.float64).tiny)
-        with jax.enable_x64(True):
+        with _base.x64():
             rows, data = jnp.asarray(X), _sequences(X, lengths)
-            starts = jax.tree_util.tree_map(jnp.asarray, starts)
+            starts = _base.to_jax(starts)
             if self.n_iter == 0:
                 start = _starting_points_program(model, keys, rows, starts)
-                params, log_probs, restart_ll = _take(start, 0), [], np.full(len(keys), np.nan)
+                params, log_probs, restart_ll = _base.take(start, 0), [], np.full(len(keys), np.nan)
             else:
-                fits, final, last = jax.tree_util.tree_map(np.asarray, _fit_program(
+                fits, final, last = _base.to_numpy(_fit_program(
                     model, m_step, data, rows, keys, starts, tol_per_step, int(self.n_iter) - 1)[1:])
                 usable = fits.finite & np.isfinite(last) & np.array(
-                    [all(np.all(np.isfinite(leaf[r])) for leaf in final) for r in range(len(keys))])
+                    [_base.all_finite(_base.take(final, r)) for r in range(len(keys))])
                 if not usable.any():
                     raise ValueError(
                         "GaussianHMM.fit: every restart produced non-finite parameters (typically a "
@@ -236,7 +239,7 @@ class GaussianHMM(BaseEstimator):
                         "min_covar, or rescale the data.")
                 restart_ll = np.where(usable, last, np.nan)
                 best = int(np.argmax(np.where(usable, last, -np.inf)))   # first on ties
-                params = _take(final, best)
+                params = _base.take(final, best)
                 count = int(fits.num_iters[best])
                 log_probs = list(fits.history[best, :count]) + [float(last[best])]
         self.startprob_, self.transmat_, self.means_ = params.initial, params.transition, params.means
@@ -286,18 +289,12 @@ class GaussianHMM(BaseEstimator):
         """(X (n_samples, D), states (n_samples,)) drawn from the model, starting from state
         `currstate` when given, else from π."""
         check_is_fitted(self, "startprob_")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}.")
+        n_samples = _base.check_int(n_samples, "n_samples", 1)
         rng = check_random_state(self.random_state if random_state is None else random_state)
         params = self._fitted_params()
         if currstate is not None:
             params = params._replace(initial=np.eye(self.n_components)[int(currstate)])
-        n_samples = int(n_samples)
-        with jax.enable_x64(True):
-            params = jax.tree_util.tree_map(jnp.asarray, params)
-            # A longer chain's first n_samples steps are a chain of n_samples steps.
-            x, z = _sample_program(self._model(), _jax_key(rng), params, _padded(n_samples, 1))
-            return np.asarray(x, np.float64)[:n_samples], np.asarray(z, np.int64)[:n_samples]
+        return _base.draw(self._model(), _base.jax_key(rng), params, n_samples)
 
     def get_stationary_distribution(self):
         """The stationary distribution of A: its left eigenvector of eigenvalue 1, normalised."""
@@ -343,12 +340,11 @@ class GaussianHMM(BaseEstimator):
         num_sequences = len(lengths)
         # Padded to a power of two in both directions; the extra sequences (one step each) are
         # scored and dropped, so they change no result.
-        batch = _padded(num_sequences, 1)
-        with jax.enable_x64(True):
+        batch = _base.padded_size(num_sequences, 1)
+        with _base.x64():
             data = _sequences(X, np.concatenate([lengths, np.ones(batch - num_sequences, int)]),
                               pad_rows=batch - num_sequences)
-            params = jax.tree_util.tree_map(jnp.asarray, self._fitted_params())
-            out = jax.tree_util.tree_map(np.asarray, _infer_program(self._model(), params, data))
+            out = _base.to_numpy(_infer_program(self._model(), _base.to_jax(self._fitted_params()), data))
         mask = np.asarray(data.mask)[:num_sequences]
         return {
             "log_likelihoods": out["log_likelihoods"][:num_sequences],
@@ -358,9 +354,7 @@ class GaussianHMM(BaseEstimator):
         }
 
     def _check_hyperparameters(self) -> None:
-        if isinstance(self.n_components, bool) or not isinstance(self.n_components, Integral) \
-                or self.n_components < 1:
-            raise ValueError(f"n_components: expected an int >= 1, got {self.n_components!r}.")
+        _base.check_int(self.n_components, "n_components", 1)
         if self.covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
                 f"covariance_type must be one of {COVARIANCE_TYPES}, got {self.covariance_type!r}.")
@@ -370,9 +364,7 @@ class GaussianHMM(BaseEstimator):
             raise ValueError(f"implementation: expected one of {tuple(IMPLEMENTATIONS)}, "
                              f"got {self.implementation!r}.")
         for name, low in (("n_iter", 0), ("n_init", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-                raise ValueError(f"{name}: expected an int >= {low}, got {value!r}.")
+            _base.check_int(getattr(self, name), name, low)
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0) or math.isnan(self.tol):
             raise ValueError(f"tol: expected a number >= 0, got {self.tol!r}.")
 
@@ -558,11 +550,7 @@ def _fit_program(model, m_step, data, rows, keys, starts, tol, em_iters: int):
     result = fit_restarts(_StopOnDecrease(model), data, _Tracked(params0, floor), m_step=m_step,
                           max_iter=em_iters, tol=tol, strategy="exhaustive")
 
-    def one_more_m_step(tracked):
-        posterior = model.e_step(tracked.params, data)
-        return m_step.fn.inner(posterior, data, tracked.params), posterior.log_likelihood
-
-    final, last = jax.vmap(one_more_m_step)(result.restarts.params)
+    final, last = _base.one_more_m_step(model, result.restarts.params.params, data, m_step.fn.inner)
     return params0, result.restarts, final, last
 
 
@@ -577,26 +565,16 @@ def _infer_program(model, params, data):
     }
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _sample_program(model, key, params, num_steps: int):
-    return model.sample(key, params, num_steps)
-
-
 # --- NumPy helpers -------------------------------------------------------------------------------
-
-
-def _padded(n: int, minimum: int) -> int:
-    """The smallest power of two >= max(n, minimum)."""
-    return max(minimum, 1 << max(n - 1, 0).bit_length())
 
 
 def _sequences(X: np.ndarray, lengths: np.ndarray, pad_rows: int = 0) -> Sequences:
     """The rows of X split by `lengths` (plus `pad_rows` copies of X's first row, for extra
     one-step sequences) as `Sequences` padded to a power-of-two number of steps. Call inside
-    `jax.enable_x64(True)`: the values become JAX arrays here."""
-    if pad_rows:
-        X = np.concatenate([X, np.repeat(X[:1], pad_rows, axis=0)])
-    return Sequences.from_concatenated(X, lengths, max_length=_padded(int(lengths.max()), _MIN_STEPS))
+    `_base.x64()`: the values become JAX arrays here."""
+    X = _base.padded_rows(X, X.shape[0] + pad_rows)
+    max_length = _base.padded_size(int(lengths.max()), _MIN_STEPS)
+    return Sequences.from_concatenated(X, lengths, max_length=max_length)
 
 
 def _check_lengths(lengths, num_rows: int) -> np.ndarray:
@@ -624,7 +602,7 @@ def _check_covars(covars: np.ndarray, kind: str, k: int) -> None:
     if matrices.ndim != 3 or matrices.shape[1] != matrices.shape[2]:
         raise ValueError(f"'{kind}' covars: wrong shape {covars.shape}.")
     for matrix in matrices:
-        if not np.allclose(matrix, matrix.T) or np.any(np.linalg.eigvalsh(matrix) <= 0):
+        if not _base.is_symmetric_positive_definite(matrix):
             raise ValueError(f"'{kind}' covars must be symmetric, positive-definite")
 
 
@@ -632,11 +610,3 @@ def _freeze(value):
     """A prior as a float or nested tuples of floats (hashable, for a static M-step)."""
     array = np.asarray(value, dtype=np.float64)
     return float(array) if array.ndim == 0 else tuple(_freeze(v) for v in array)
-
-
-def _jax_key(random_state: np.random.RandomState) -> jax.Array:
-    return jax.random.key(int(random_state.randint(np.iinfo(np.int32).max)))
-
-
-def _take(params: GaussianHMMParams, r: int) -> GaussianHMMParams:
-    return GaussianHMMParams(*[np.asarray(leaf[r]) for leaf in params])

@@ -2,7 +2,8 @@
 
 The model is p(x) = Σ_k w_k N(x | μ_k, Σ_k) (`jaxem.models.gaussian_mixture`);
 the `n_init` restarts run as ONE vmapped JAX program (`jaxem.fit_restarts`,
-strategy "exhaustive"), in float64.
+strategy "exhaustive"), in float64. What it shares with `GaussianHMM` (padding,
+PRNG keys, the float64 context, the last M-step, sampling) is in `jaxem.sklearn._base`.
 
 How scikit-learn's loop maps onto `jaxem.fit`
 ---------------------------------------------
@@ -38,6 +39,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from jaxem.engine.restarts import fit_restarts
 from jaxem.init import initial_responsibilities, kmeans_plusplus
 from jaxem.models.gaussian_mixture import GaussianMixtureModel, GaussianMixtureParams, gaussian_mixture
+from jaxem.sklearn import _base
 
 __all__ = ["GaussianMixture"]
 
@@ -214,11 +216,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             given, num_restarts, previous = self._fitted_params(), 1, float(self.lower_bound_)
         else:
             given, num_restarts, previous = GaussianMixtureParams(*starts), int(self.n_init), -math.inf
-        keys = jax.random.split(_jax_key(check_random_state(self.random_state)), num_restarts)
-        with jax.enable_x64(True):
+        keys = jax.random.split(_base.jax_key(check_random_state(self.random_state)), num_restarts)
+        with _base.x64():
             outcome = _run(model, X, keys, given, self.init_params, self.max_iter, float(self.tol), previous)
             best = outcome.best
-            params = jax.tree_util.tree_map(lambda leaf: np.asarray(leaf[best]), outcome.params)
+            params = _base.take(outcome.params, best)
             if not outcome.usable[best]:
                 raise ValueError(_FIT_FAILED)
             if self.verbose:
@@ -277,16 +279,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def sample(self, n_samples=1):
         """Draw (X (n_samples, D), y (n_samples,)) from the fitted mixture, grouped by component y."""
         check_is_fitted(self)
-        if isinstance(n_samples, bool) or not isinstance(n_samples, Integral) or n_samples < 1:
-            raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}.")
-        key = _jax_key(check_random_state(self.random_state))
-        n_samples = int(n_samples)
-        with jax.enable_x64(True):
-            params = jax.tree_util.tree_map(jnp.asarray, self._fitted_params())
-            # Drawn in a padded batch (a power of two) so that few sizes compile; the first
-            # n_samples draws are an exact sample of that size.
-            x, z = _sample_program(self._model(), key, params, _padded_size(n_samples, 1))
-            x, z = np.asarray(x, dtype=np.float64)[:n_samples], np.asarray(z, dtype=np.int64)[:n_samples]
+        n_samples = _base.check_int(n_samples, "n_samples", 1)
+        key = _base.jax_key(check_random_state(self.random_state))
+        x, z = _base.draw(self._model(), key, self._fitted_params(), n_samples)
         order = np.argsort(z, kind="stable")
         return x[order], z[order]
 
@@ -402,14 +397,13 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
     """
     num_obs = X.shape[0]
     num_restarts = keys.shape[0]
-    with jax.enable_x64(True):
+    with _base.x64():
         x = jnp.asarray(X)
-        given = jax.tree_util.tree_map(jnp.asarray, given)
+        given = _base.to_jax(given)
         if max_iter == 0:
             # No iteration: scikit-learn keeps the last starting point and a lower bound of -inf.
-            params = jax.tree_util.tree_map(np.asarray, _starting_points_program(model, keys, x, given,
-                                                                                 init_params))
-            usable = np.array([_is_usable(_take(params, r), model.covariance_type)
+            params = _base.to_numpy(_starting_points_program(model, keys, x, given, init_params))
+            usable = np.array([_is_usable(_base.take(params, r), model.covariance_type)
                                for r in range(num_restarts)])
             return _Outcome(params, np.zeros(num_restarts, int), np.zeros(num_restarts, bool), usable,
                             [[] for _ in range(num_restarts)], np.full(num_restarts, -np.inf),
@@ -424,10 +418,9 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
             if met_at_start:
                 em_iters = 0
         _, fits, best, final = _fit_program(model, x, keys, given, tol, init_params, em_iters)
-        fits = jax.tree_util.tree_map(np.asarray, fits)
-        final = jax.tree_util.tree_map(np.asarray, final)
+        fits, final = _base.to_numpy((fits, final))
     converged = fits.converged | met_at_start
-    usable = np.array([bool(fits.finite[r]) and _is_usable(_take(final, r), model.covariance_type)
+    usable = np.array([bool(fits.finite[r]) and _is_usable(_base.take(final, r), model.covariance_type)
                        for r in range(num_restarts)])
     lower_bounds = [
         list(fits.history[r, : fits.num_iters[r]] / num_obs) + [fits.log_likelihood[r] / num_obs]
@@ -448,11 +441,7 @@ def _fit_program(model, x, keys, given, tol, init_params: str, em_iters: int):
     (scikit-learn's last iteration)); each with a leading restart axis R but the index."""
     params0 = _starting_points(model, keys, x, given, init_params)
     result = fit_restarts(model, x, params0, max_iter=em_iters, tol=tol, strategy="exhaustive")
-
-    def one_more_m_step(params):
-        return model.maximize(model.e_step(params, x), x)
-
-    final = jax.vmap(one_more_m_step)(result.restarts.params)
+    final, _ = _base.one_more_m_step(model, result.restarts.params, x)
     return params0, result.restarts, result.best_index, final
 
 
@@ -502,41 +491,17 @@ def _log_prob_and_resp(model, params, x):
     return norm, table - norm[:, None]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _sample_program(model, key, params, num_samples: int):
-    return model.sample(key, params, num_samples)
-
-
-def _padded_size(n: int, minimum: int) -> int:
-    """The smallest power of two >= max(n, minimum)."""
-    return max(minimum, 1 << max(n - 1, 0).bit_length())
-
-
 def _score_table(model, params: GaussianMixtureParams, X: np.ndarray):
     """`_log_prob_and_resp` on X (N, D) as NumPy; rows are padded (with copies of the first row)
     to a power of two so that few shapes compile."""
     n = X.shape[0]
-    size = _padded_size(n, _MIN_SCORE_ROWS)
-    padded = np.concatenate([X, np.repeat(X[:1], size - n, axis=0)]) if size > n else X
-    with jax.enable_x64(True):
-        params = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, jnp.float64), params)
-        norm, log_resp = _log_prob_and_resp(model, params, jnp.asarray(padded))
+    padded = _base.padded_rows(X, _base.padded_size(n, _MIN_SCORE_ROWS))
+    with _base.x64():
+        norm, log_resp = _log_prob_and_resp(model, _base.to_jax(params, jnp.float64), jnp.asarray(padded))
         return np.asarray(norm)[:n], np.asarray(log_resp)[:n]
 
 
 # --- NumPy helpers -------------------------------------------------------------------------------
-
-
-def _jax_key(random_state: np.random.RandomState) -> jax.Array:
-    return jax.random.key(int(random_state.randint(np.iinfo(np.int32).max)))
-
-
-def _batch_of_one(params: GaussianMixtureParams) -> GaussianMixtureParams:
-    return GaussianMixtureParams(*[jnp.asarray(leaf)[None] for leaf in params])
-
-
-def _take(params: GaussianMixtureParams, r: int) -> GaussianMixtureParams:
-    return GaussianMixtureParams(*[leaf[r] for leaf in params])
 
 
 def _check_shape(array: np.ndarray, shape: tuple, name: str) -> None:
@@ -546,7 +511,7 @@ def _check_shape(array: np.ndarray, shape: tuple, name: str) -> None:
 
 def _is_usable(params: GaussianMixtureParams, kind: str) -> bool:
     """Finite parameters whose covariances are positive definite."""
-    if not all(np.all(np.isfinite(leaf)) for leaf in params):
+    if not _base.all_finite(params):
         return False
     try:
         _precisions_cholesky(np.asarray(params.covariances), kind)
@@ -593,7 +558,7 @@ def _covariances_from_precisions(precisions: np.ndarray, kind: str) -> np.ndarra
     matrices = precisions if kind == "full" else precisions[None]
     covariances = []
     for matrix in matrices:
-        if not np.allclose(matrix, matrix.T) or np.any(np.linalg.eigvalsh(matrix) <= 0.0):
+        if not _base.is_symmetric_positive_definite(matrix):
             raise ValueError(f"precisions_init: each {kind} precision must be symmetric positive definite.")
         lower = np.linalg.cholesky(matrix)
         inverse_lower = scipy.linalg.solve_triangular(lower, np.eye(len(matrix)), lower=True)

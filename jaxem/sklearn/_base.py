@@ -1,0 +1,151 @@
+"""What the two estimator faces, `GaussianMixture` and `GaussianHMM`, share.
+
+Both fit their restarts in one jitted JAX program, compute in float64 and hand
+NumPy back to scikit-learn's world. The pieces here, in the order a fit uses them:
+
+- `check_int`: the faces' check of an int setting (n_samples, n_iter, ...).
+- `jax_key`: a JAX PRNG key drawn from a NumPy `RandomState`, so that
+  `random_state` seeds JAX's draws.
+- `x64`, `to_jax`, `to_numpy`: the float64 context every JAX call of the
+  faces runs in (`jax.enable_x64(True)`; JAX's global setting is left alone),
+  and pytrees of parameters moved into and out of it.
+- `padded_size`, `padded_rows`: shapes padded to a power of two, so that few
+  shapes compile.
+- `one_more_m_step`: scikit-learn's and hmmlearn's last iteration. Their loop
+  runs one M-step more than `jaxem.fit_restarts` does with the same test (see
+  each face's module docstring), so each face's jitted fit program ends with it.
+- `take`, `all_finite`, `is_symmetric_positive_definite`: restart r out of a
+  batched parameter NamedTuple, and the checks of a fitted or given one.
+- `draw`: samples of the fitted model in a padded batch.
+
+The fit programs themselves stay in the faces: their starting points, static
+arguments and outputs differ (the HMM's tracks a running maximum, see
+`gaussian_hmm._StopOnDecrease`).
+"""
+
+from __future__ import annotations
+
+import functools
+from numbers import Integral
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "all_finite",
+    "check_int",
+    "draw",
+    "is_symmetric_positive_definite",
+    "jax_key",
+    "one_more_m_step",
+    "padded_rows",
+    "padded_size",
+    "take",
+    "to_jax",
+    "to_numpy",
+    "x64",
+]
+
+
+def check_int(value, name: str, minimum: int) -> int:
+    """`value` as an int, or ValueError unless it is an int (not a bool) >= `minimum`. (The
+    faces raise ValueError for every bad setting; `jaxem.validation.check_int` raises TypeError
+    for a non-int.)"""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def jax_key(random_state: np.random.RandomState) -> jax.Array:
+    """A JAX PRNG key seeded by one draw of `random_state` (so it advances the RandomState)."""
+    return jax.random.key(int(random_state.randint(np.iinfo(np.int32).max)))
+
+
+# --- float64 JAX ---------------------------------------------------------------------------------
+
+
+def x64():
+    """The context the faces compute in: `jax.enable_x64(True)`, float64 without touching JAX's
+    global configuration. Contexts nest, so helpers may enter it again."""
+    return jax.enable_x64(True)
+
+
+def to_jax(tree: Any, dtype=None) -> Any:
+    """Every leaf of `tree` as a JAX array (of `dtype` when given); None leaves stay None.
+    Call inside `x64()`, or float64 leaves become float32."""
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), tree)
+
+
+def to_numpy(tree: Any) -> Any:
+    """Every leaf of `tree` as a NumPy array."""
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def padded_size(n: int, minimum: int) -> int:
+    """The smallest power of two >= max(n, minimum)."""
+    return max(minimum, 1 << max(n - 1, 0).bit_length())
+
+
+def padded_rows(X: np.ndarray, num_rows: int) -> np.ndarray:
+    """X (N, ...) followed by copies of its first row up to `num_rows` rows (X itself when
+    num_rows <= N); the copies are computed with and then dropped."""
+    extra = num_rows - X.shape[0]
+    return np.concatenate([X, np.repeat(X[:1], extra, axis=0)]) if extra > 0 else X
+
+
+# --- inside the jitted fit programs ----------------------------------------------------------------
+
+
+def one_more_m_step(model, params, data, maximize=None):
+    """θ_{T+1} = M(θ_T) for every restart, and ℓ(θ_T) from the same E-step.
+
+    `params` has a leading restart axis R on every leaf; the result is
+    (parameters, log-likelihoods (R,)), vmapped over R. `maximize` is the
+    M-step as `fn(posterior, data, params)` (`jaxem.ClosedForm`'s form);
+    default: the model's own `maximize`. Call it inside a jitted program.
+    """
+    maximize = model.maximize if maximize is None else maximize
+
+    def step(theta):
+        posterior = model.e_step(theta, data)
+        return maximize(posterior, data, theta), posterior.log_likelihood
+
+    return jax.vmap(step)(params)
+
+
+# --- NumPy parameters ----------------------------------------------------------------------------
+
+
+def take(params, r: int):
+    """Restart r of a NamedTuple of parameters with a leading restart axis, as NumPy leaves."""
+    return type(params)(*[np.asarray(leaf[r]) for leaf in params])
+
+
+def all_finite(params) -> bool:
+    """Whether every leaf of a NamedTuple of NumPy parameters is finite everywhere (a bool)."""
+    return all(np.all(np.isfinite(leaf)) for leaf in params)
+
+
+def is_symmetric_positive_definite(matrix: np.ndarray) -> bool:
+    """Whether a (D, D) matrix is symmetric (to `np.allclose`) with no eigenvalue <= 0."""
+    return bool(np.allclose(matrix, matrix.T) and not np.any(np.linalg.eigvalsh(matrix) <= 0.0))
+
+
+# --- sampling ------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _sample_program(model, key, params, num_samples: int):
+    return model.sample(key, params, num_samples)
+
+
+def draw(model, key: jax.Array, params, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """`model.sample(key, params, ·)`'s first `num_samples` draws (x float64, z int64), drawn in
+    a batch of a power-of-two size so that few sizes compile. The first n draws of a longer
+    batch are an exact sample of size n: independent draws for a mixture, the first n steps
+    of a longer chain for an HMM."""
+    with x64():
+        x, z = _sample_program(model, key, to_jax(params), padded_size(num_samples, 1))
+        return np.asarray(x, np.float64)[:num_samples], np.asarray(z, np.int64)[:num_samples]
