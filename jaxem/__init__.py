@@ -8,8 +8,9 @@ restarts at once with `jax.vmap`.
 Public names:
   Mixture                      a mixture from `log_joint(params, x, z)`
   HMM, Sequences               a hidden Markov model from three functions; padded batches of sequences
-  ClosedForm, Gradient         M-step strategies
-  fit, FitResult               the EM loop
+  ClosedForm, Gradient, Statistics   M-step strategies
+  em_step, EMKernel, EMState, EMInfo one EM step as a kernel (init, step)
+  fit, FitResult               the EM loop (a lax.while_loop over the kernel)
   fit_restarts, RestartsResult vmapped restarts (exhaustive or emEM)
   models, families (distributions: its old name), datasets, init
 
@@ -20,7 +21,8 @@ compiled as one kernel; see `jaxem.xla_flags`, which says how to keep yours).
 import jaxem.xla_flags  # noqa: F401  (first: sets XLA_FLAGS before any JAX backend can start)
 from jaxem import datasets, distributions, families, init, models
 from jaxem.engine.fit import FitResult, fit
-from jaxem.engine.mstep import ClosedForm, Gradient
+from jaxem.engine.kernel import EMInfo, EMKernel, EMState, em_step
+from jaxem.engine.mstep import ClosedForm, Gradient, Statistics
 from jaxem.engine.restarts import RestartsResult, fit_restarts
 from jaxem.structures import HMM, ChainPosterior, Mixture, MixturePosterior, Sequences
 
@@ -31,13 +33,18 @@ __all__ = [
     "ChainPosterior",
     "Sequences",
     "ClosedForm",
+    "EMInfo",
+    "EMKernel",
+    "EMState",
     "FitResult",
     "Gradient",
     "Mixture",
     "MixturePosterior",
     "RestartsResult",
+    "Statistics",
     "datasets",
     "distributions",
+    "em_step",
     "families",
     "fit",
     "fit_restarts",

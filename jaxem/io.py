@@ -153,10 +153,15 @@ def _rebuild(tree: dict, leaves: dict) -> Any:
     raise ValueError(f"path: unknown node type {kind!r} in the file's tree description.")
 
 
+# Where classes recorded by earlier versions live now (files saved then still load as the class).
+_MOVED_MODULES = {"jaxem.fit": "jaxem.engine.fit", "jaxem.restarts": "jaxem.engine.restarts"}
+
+
 def _namedtuple_class(name: str, fields: list[str]) -> type:
     """The class `module:Qualname` if its module is already imported and it has these
     fields; else a stand-in `collections.namedtuple`. Never imports anything."""
     module_name, _, qualname = name.partition(":")
+    module_name = _MOVED_MODULES.get(module_name, module_name)
     obj: Any = sys.modules.get(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part, None)

@@ -88,7 +88,7 @@ def dirichlet_log_prior(params):
 
 def diag_map_update(posterior, data, params):
     """MAP M-step of EXACT_GMM['diag'] under `dirichlet_log_prior`: w_k = (n_k + 2) / (N + 2K)."""
-    new = EXACT_GMM["diag"].maximize(posterior, data, params)
+    new = EXACT_GMM["diag"].maximize(EXACT_GMM["diag"].statistics(posterior, data, params), params)
     counts = jnp.sum(posterior.marginals, axis=0)
     return new._replace(weights=(counts + 2.0) / (data.shape[0] + 2.0 * GMM_K))
 
@@ -127,7 +127,7 @@ def test_history_matches_a_hand_written_em_loop():
     """history[i] = ℓ(θ_i) with θ_{i+1} = maximize(E-step(θ_i)), computed here step by step."""
     result = em.fit(DIAG, DATA, PARAMS0, max_iter=GMM_MAX_ITER, tol=0.0)
     params = PARAMS0
-    step = jax.jit(lambda p: DIAG.maximize(jitted(DIAG).e_step(p, DATA), DATA, p))
+    step = jax.jit(lambda p: DIAG.maximize(DIAG.expected_stats(p, DATA), p))
     expected = []
     for _ in range(GMM_MAX_ITER):
         expected.append(float(jitted(DIAG).log_likelihood(params, DATA)))

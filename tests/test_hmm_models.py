@@ -29,7 +29,8 @@ X_POIS = RNG.poisson(RNG.choice([1.0, 4.0, 9.0], size=(sum(LENGTHS), 1)), size=(
 def baum_welch_step(model, params, data):
     """(posterior, Viterbi (paths, log-probs), parameters after one M-step) in one program."""
     posterior = model.e_step(params, data)
-    return posterior, model.viterbi(params, data), model.maximize(posterior, data, params)
+    return posterior, model.viterbi(params, data), model.maximize(model.statistics(posterior, data, params),
+                                                                  params)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -112,7 +112,7 @@ def test_file_format_is_the_documented_one(tmp_path):
         assert str(archive["__jaxem_format__"]) == FORMAT == "jaxem.result/1"
         tree = json.loads(str(archive["__treedef__"]))
         assert json.loads(str(archive["__settings__"])) == {"seed": 3}
-        assert tree["node"] == "namedtuple" and tree["class"] == "jaxem.fit:FitResult"
+        assert tree["node"] == "namedtuple" and tree["class"] == "jaxem.engine.fit:FitResult"
         assert tree["fields"] == list(FitResult._fields)
         params = tree["children"][0]
         assert params["class"] == "jaxem.models.gaussian_mixture:GaussianMixtureParams"

@@ -6,7 +6,7 @@ the exception type, that the message starts with the argument's name, and (where
 carries the detail the user needs (the rows with NaN, the shape `log_joint` returned). The value checks
 themselves are tested against independent definitions (eigenvalues, sums) on random inputs, and the
 structural checks are shown to run under `jit` and `vmap`. Nothing here compiles an EM loop: every
-error is raised in Python, before tracing, and the valid-input checks use `check_fit_inputs` only.
+error is raised in Python, before tracing, and the valid-input checks use `jaxem.engine.fit.check_inputs` only.
 """
 
 import jax
@@ -18,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxem as em
+from jaxem.engine.fit import check_inputs
 from jaxem.engine.mstep import resolve_m_step
 from jaxem.models import GaussianMixtureParams, gaussian_mixture
-from jaxem.validation import check_fit_inputs, check_positive_definite, check_simplex
+from jaxem.validation import check_positive_definite, check_simplex
 
 N, D, K = 24, 2, 3
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
@@ -237,9 +238,9 @@ def test_valid_inputs_pass_every_check(kind, dtype):
     covariances = params.covariances * (np.diag(scale) if kind in ("full", "tied") else scale)
     params = params._replace(covariances=covariances.astype(dtype))
     model = MODELS[kind]
-    check_fit_inputs(model, data, params, resolve_m_step(model, None), None)
-    check_fit_inputs(model, data, batch(params, params), resolve_m_step(model, None), None, batch_ndim=1)
-    check_fit_inputs(USER_OK, data, USER_PARAMS, resolve_m_step(USER_OK, None), None)
+    check_inputs(model, data, params, None, resolve_m_step(model, None), None)
+    check_inputs(model, data, batch(params, params), None, resolve_m_step(model, None), None, batch_ndim=1)
+    check_inputs(USER_OK, data, USER_PARAMS, None, resolve_m_step(USER_OK, None), None)
 
 
 # --- the value checks against their definitions ----------------------------------------------------

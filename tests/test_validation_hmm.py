@@ -240,14 +240,14 @@ def test_bad_hmm_input_raises_before_an_em_loop_is_compiled():
 def test_valid_hmm_inputs_pass_every_check(model, data, params):
     """No false alarms: the table's valid inputs (and float32 parameters) pass, and so does what
     `init` returns."""
+    from jaxem.engine.fit import check_inputs
     from jaxem.engine.mstep import resolve_m_step
-    from jaxem.validation import check_fit_inputs
 
     for p in (params, jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params),
               model.init(jax.random.key(0), data)):
         model.check_data(data)
         model.check_params(p, data)
-        check_fit_inputs(model, data, p, resolve_m_step(model, None), None)
+        check_inputs(model, data, p, None, resolve_m_step(model, None), None)
 
 
 def test_structural_hmm_checks_still_run_under_jit():

@@ -72,13 +72,16 @@ _LOG_2PI = math.log(2.0 * math.pi)
 class GaussianStats(NamedTuple):
     """Expected sufficient statistics about per-component centres c_k (module docstring).
 
-    counts (K,) Σ_n r_nk; first (K, D) Σ_n r_nk (x_n - c_k); second Σ_n r_nk (x_n - c_k)(...)ᵀ:
-    (K, D, D) full, (D, D) tied (summed over k), (K, D) diag, (K,) spherical (the trace).
-    Additive: the statistics of two parts of the data, about the same centres, add leaf
-    by leaf to those of the whole.
+    counts (K,) Σ_n r_nk; anchor (K, D) Σ_n r_nk c_k (so c_k = anchor / n_k);
+    first (K, D) Σ_n r_nk (x_n - c_k); second Σ_n r_nk (x_n - c_k)(...)ᵀ: (K, D, D) full,
+    (D, D) tied (summed over k), (K, D) diag, (K,) spherical (the trace).
+    Additive in float64, where the centres are a function of the parameters: the
+    statistics of two parts of the data add leaf by leaf to those of the whole. In
+    float32 each part is centred at its own means (precision first), so parts do not add.
     """
 
     counts: jax.Array
+    anchor: jax.Array
     first: jax.Array
     second: jax.Array
 
@@ -179,35 +182,38 @@ class GaussianFamily:
 
     # --- expected statistics and the M-step -----------------------------------------------
 
-    def centres(self, means: jax.Array, mixing: jax.Array | None = None) -> jax.Array:
-        """(K, D): the points the statistics of each component are taken about, a function
-        of the parameters alone (so statistics of parts of the data add up).
+    def centres(self, means: jax.Array, mixing: jax.Array | None = None) -> jax.Array | None:
+        """(K, D) points, a function of the parameters alone, that float64 statistics are taken
+        about: one shift for all, c = Σ_k π_k μ_k (`mixing` π; the mean of the means when None),
+        which equals the data mean after any M-step of a mixture, so the moments Rᵀ Φ(x - c)
+        are one matrix product and add up over parts of the data. None in float32: there
+        `statistics` takes each component's weighted mean of the data itself as its centre."""
+        if not uses_features(means.dtype):
+            return None
+        shift = jnp.mean(means, axis=0) if mixing is None else mixing @ means / jnp.sum(mixing)
+        return jnp.broadcast_to(shift, means.shape)
 
-        float64: one shift for all, c = Σ_k π_k μ_k (`mixing` π; the mean of the means when
-        None), which equals the data mean after any M-step of a mixture, so the moments
-        Rᵀ Φ(x - c) are one matrix product. float32: each component's own mean μ_k, so
-        a variance comes from sums of squares of centred values and keeps its digits.
-        """
-        if uses_features(means.dtype):
-            if mixing is None:
-                shift = jnp.mean(means, axis=0)
-            else:
-                shift = mixing @ means / jnp.sum(mixing)
-            return jnp.broadcast_to(shift, means.shape)
-        return means
+    def statistics(self, responsibilities: jax.Array, x: jax.Array,
+                   centres: jax.Array | None = None) -> GaussianStats:
+        """Σ_n r_nk [1, c_k, x_n - c_k, (x_n - c_k)(x_n - c_k)ᵀ] (`GaussianStats`) for
+        responsibilities (N, K) (weighted, zero on padding) and data x (N, D).
 
-    def statistics(self, responsibilities: jax.Array, x: jax.Array, centres: jax.Array) -> GaussianStats:
-        """Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(x_n - c_k)ᵀ] for responsibilities (N, K)
-        (weighted, zero on padding), data x (N, D) and centres c (K, D) (`centres`)."""
+        float64: about `centres` (K, D) (`centres`; the weighted data mean when None), one
+        matrix product. float32: about each component's weighted mean of x (a first pass),
+        so the second moments are sums of squares of centred values (two passes)."""
         r = responsibilities
         dtype = r.dtype
         kind = self.covariance_type
+        counts = jnp.sum(r, axis=0)
         if uses_features(dtype):
+            if centres is None:
+                total = jnp.sum(r, axis=1)
+                centres = jnp.broadcast_to(total @ x.astype(dtype) / jnp.sum(total), (r.shape[1], x.shape[-1]))
             shift = centres[0]
             u = (x - shift).astype(dtype)
             dim = u.shape[-1]
             moments = r.T @ self._features(u)  # (K, F): [second-order, first, count]
-            counts, first, packed = moments[:, -1], moments[:, -1 - dim:-1], moments[:, :-1 - dim]
+            first, packed = moments[:, -1 - dim:-1], moments[:, :-1 - dim]
             if kind in ("full", "tied"):
                 rows, cols = np.triu_indices(dim)
                 second = jnp.zeros((r.shape[1], dim, dim), dtype).at[:, rows, cols].set(packed)
@@ -216,12 +222,10 @@ class GaussianFamily:
                     second = jnp.sum(second, axis=0)
             else:
                 second = packed if kind == "diag" else packed[:, 0]
-            return GaussianStats(counts, first, second)
-        shift = jnp.mean(centres, axis=0)
+            return GaussianStats(counts, counts[:, None] * centres, first, second)
+        shift = jnp.mean(x, axis=0)
         u = (x - shift).astype(dtype)
-        m = (centres - shift).astype(dtype)
-        counts = jnp.sum(r, axis=0)
-        first = r.T @ u - counts[:, None] * m  # Σ_n r_nk (x_n - c_k), without forming x_n - c_k
+        m = (r.T @ u) / (counts + 10 * jnp.finfo(dtype).eps)[:, None]  # first pass: the centres - shift
 
         if kind in ("full", "tied"):
             def scatter(args):  # Σ_n r_nk d dᵀ with d = x_n - c_k, one component at a time
@@ -236,15 +240,18 @@ class GaussianFamily:
             second = _diagonal_scatters(r, u, m)  # (K, D)
             if kind == "spherical":
                 second = jnp.sum(second, axis=1)
-        return GaussianStats(counts, first, second)
+        first = jnp.zeros_like(m)  # Σ_n r_nk (x_n - c_k) = 0 about the component's own mean
+        return GaussianStats(counts, counts[:, None] * (shift + m), first, second)
 
-    def estimate(self, stats: GaussianStats, centres: jax.Array) -> GaussianEstimate:
-        """The weighted MLE from statistics taken about `centres` (K, D): scikit-learn's
-        estimator (module docstring), before the positive-definite repair."""
+    def estimate(self, stats: GaussianStats) -> GaussianEstimate:
+        """The weighted MLE from statistics (scikit-learn's estimator, module docstring), before
+        the positive-definite repair."""
         dtype = stats.first.dtype
         eps = jnp.finfo(dtype).eps
         dim = stats.first.shape[-1]
         counts = stats.counts + 10 * eps
+        positive = stats.counts[:, None] > 0
+        centres = jnp.where(positive, stats.anchor / jnp.where(positive, stats.counts[:, None], 1.0), 0.0)
         m = stats.first / counts[:, None]  # new mean - centre
         means = centres + m
         eye = jnp.eye(dim, dtype=dtype)
@@ -264,23 +271,22 @@ class GaussianFamily:
             mean_square = stats.second / (dim * counts)
             covariances = mean_square - jnp.sum(m * m, axis=1) / dim + self.reg_covar
             spread = jnp.broadcast_to(mean_square[:, None], m.shape)
-        resolution = 10 * eps * m * m + (10 * eps) ** 2 * spread
+        # The rounding level of a variance: one pass (float64) E[(x - c)²]·10 eps; two passes
+        # (float32, m = 0) (10 eps)²·E[(x - μ)²].
+        one_pass = uses_features(dtype)
+        resolution = (10 * eps if one_pass else (10 * eps) ** 2) * (spread + m * m)
         return GaussianEstimate(counts, means, covariances, resolution)
 
-    def maximize(self, stats: GaussianStats, centres: jax.Array) -> GaussianEstimate:
+    def maximize(self, stats: GaussianStats) -> GaussianEstimate:
         """`estimate`, with covariances made positive definite (`positive_definite`)."""
-        estimate = self.estimate(stats, centres)
+        estimate = self.estimate(stats)
         return estimate._replace(covariances=self.positive_definite(estimate))
 
     def weighted_mle(self, responsibilities: jax.Array, x: jax.Array) -> GaussianEstimate:
-        """The two-pass weighted MLE for responsibilities (N, K) and data x (N, D): the means
-        first, then the statistics about them (`maximize`); rows with zero responsibility
-        (padding) contribute nothing. Used where there are no parameters yet (`init`)."""
-        r = responsibilities
-        first_pass = (r.T @ x.astype(r.dtype)) / (jnp.sum(r, axis=0) + 10 * jnp.finfo(r.dtype).eps)[:, None]
-        centres = jnp.broadcast_to(jnp.mean(first_pass, axis=0), first_pass.shape) \
-            if uses_features(r.dtype) else first_pass
-        return self.maximize(self.statistics(r, x, centres), centres)
+        """The weighted MLE for responsibilities (N, K) and data x (N, D), where there are no
+        parameters yet (`init`): `maximize(statistics(r, x))`. Rows with zero responsibility
+        (padding) contribute nothing."""
+        return self.maximize(self.statistics(responsibilities, x))
 
     def positive_definite(self, estimate: GaussianEstimate) -> jax.Array:
         """Covariances that are positive definite in their own dtype, whatever the data.
@@ -327,7 +333,8 @@ class GaussianFamily:
         values = jnp.maximum(values, 20 * dim * eps)
         rebuilt = (vectors * values[..., None, :]) @ jnp.swapaxes(vectors, -1, -2)
         rebuilt = 0.5 * (rebuilt + jnp.swapaxes(rebuilt, -1, -2)) * outer_scale
-        return jnp.where(singular[..., None, None], rebuilt, covariances)
+        repaired = jnp.where(singular[..., None, None], rebuilt, covariances)
+        return repaired
 
     # --- the exponential-family path (float64) ----------------------------------------------
 

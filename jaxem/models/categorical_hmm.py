@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.engine.mstep import ClosedForm
 from jaxem.models.hmm_common import (
     ProbabilityChain,
     check_chain_params,
@@ -30,7 +29,7 @@ from jaxem.models.hmm_common import (
     normalize_rows,
     step_values,
 )
-from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
+from jaxem.structures.chain import ALGORITHMS
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data

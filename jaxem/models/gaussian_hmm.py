@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.engine.mstep import ClosedForm
 from jaxem.families.gaussian import GaussianFamily, GaussianStats
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
@@ -35,7 +34,7 @@ from jaxem.models.hmm_common import (
     flatten_steps,
     step_values,
 )
-from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
+from jaxem.structures.chain import ALGORITHMS
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
@@ -84,14 +83,16 @@ class GaussianHMM(ProbabilityChain):
     # --- the model ----------------------------------------------------------------------------
 
     def centres(self, params: GaussianHMMParams) -> jax.Array:
-        """(K, D): the points the emission statistics are taken about (`GaussianFamily.centres`)."""
+        """(K, D) in float64: the points the emission statistics are taken about
+        (`GaussianFamily.centres`); None in float32."""
         return self.family.centres(params.means)
 
     def emission_table(self, params: GaussianHMMParams, data: Any) -> jax.Array:
         """ε[t, k] = log N(x_t | μ_k, Σ_k) (`GaussianFamily.log_density_table`):
         (T, K), or (B, T, K) for `Sequences`."""
-        x, _, unflatten = flatten_steps(data)
-        shift = jnp.mean(self.centres(params), axis=0)
+        x, valid, unflatten = flatten_steps(data)
+        real = valid.astype(x.dtype)
+        shift = real @ x / jnp.sum(real)  # the mean of the real steps
         return unflatten(self.family.log_density_table(x, params.means, params.covariances, shift))
 
     def log_emission(self, params: GaussianHMMParams, x: jax.Array, z: jax.Array) -> jax.Array:
@@ -106,7 +107,7 @@ class GaussianHMM(ProbabilityChain):
 
     def maximize_emission(self, stats: GaussianStats, params: GaussianHMMParams) -> dict:
         """Means and covariances (kept positive definite) from the emission statistics."""
-        estimate = self.family.maximize(stats, self.centres(params))
+        estimate = self.family.maximize(stats)
         return {"means": estimate.means, "covariances": estimate.covariances}
 
     # --- initialisation -------------------------------------------------------------------------

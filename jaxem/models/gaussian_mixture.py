@@ -84,27 +84,26 @@ class GaussianMixtureModel(MixtureStructure):
         return jnp.log(params.weights[z]) + self.family.log_density(x, params.means[z], cov)
 
     def centres(self, params: GaussianMixtureParams) -> jax.Array:
-        """(K, D): the points the statistics are taken about (`GaussianFamily.centres`)."""
+        """(K, D) in float64: the points the statistics are taken about (`GaussianFamily.centres`);
+        None in float32 (each component's own weighted mean)."""
         return self.family.centres(params.means, params.weights)
 
     def log_potentials(self, params: GaussianMixtureParams, data: jax.Array) -> jax.Array:
         """φ[n, k] = log w_k + log N(x_n | μ_k, Σ_k): (N, K) (`GaussianFamily.log_density_table`,
-        about the mean of the centres)."""
-        shift = jnp.mean(self.centres(params), axis=0)
-        table = self.family.log_density_table(data, params.means, params.covariances, shift)
+        about the data mean)."""
+        table = self.family.log_density_table(data, params.means, params.covariances)
         return table + jnp.log(params.weights)
 
     def statistics(self, posterior: MixturePosterior, data: jax.Array,
                    params: GaussianMixtureParams) -> GaussianStats:
         """The expected sufficient statistics Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(...)ᵀ] about
-        `centres(params)`: additive over rows (for the same `params`)."""
+        `centres(params)`: additive over rows in float64 (for the same `params`)."""
         return self.family.statistics(posterior.marginals, data, self.centres(params))
 
     def maximize(self, stats: GaussianStats, params: GaussianMixtureParams) -> GaussianMixtureParams:
-        """The closed-form M-step (the default; `jaxem.Statistics`) from statistics taken
-        about `centres(params)`: weights n_k / Σ n, the weighted means and covariances
-        (kept positive definite)."""
-        return _params(self.family.maximize(stats, self.centres(params)))
+        """The closed-form M-step (the default; `jaxem.Statistics`) from the statistics:
+        weights n_k / Σ n, the weighted means and covariances (kept positive definite)."""
+        return _params(self.family.maximize(stats))
 
     def from_responsibilities(self, responsibilities: jax.Array, data: jax.Array) -> GaussianMixtureParams:
         """Parameters maximising Q for the given responsibilities (N, K) without a current

@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, xlogy
 
-from jaxem.engine.mstep import ClosedForm
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChain,
@@ -33,8 +32,7 @@ from jaxem.models.hmm_common import (
     flatten_steps,
     step_values,
 )
-from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
-from jaxem.structures.chain_sequential import safe_log
+from jaxem.structures.chain import ALGORITHMS
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field

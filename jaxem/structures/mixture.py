@@ -25,8 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.structures.base import Structure, weighted_sum
-from jaxem.structures.base import num_leading
+from jaxem.structures.base import Structure, num_leading, weighted_sum
 from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import (
     abstract,
