@@ -20,7 +20,7 @@ NumPy back to scikit-learn's world. The pieces here, in the order a fit uses the
 
 The fit programs themselves stay in the faces: their starting points, static
 arguments and outputs differ (the HMM's tracks a running maximum, see
-`gaussian_hmm._StopOnDecrease`).
+`convergence="gain"` of `jaxem.fit`).
 """
 
 from __future__ import annotations
@@ -104,12 +104,15 @@ def one_more_m_step(model, params, data, maximize=None):
     `params` has a leading restart axis R on every leaf; the result is
     (parameters, log-likelihoods (R,)), vmapped over R. `maximize` is the
     M-step as `fn(posterior, data, params)` (`jaxem.ClosedForm`'s form);
-    default: the model's own `maximize`. Call it inside a jitted program.
+    default: the model's own closed form from its statistics. Call it inside a
+    jitted program.
     """
-    maximize = model.maximize if maximize is None else maximize
+    if maximize is None:
+        def maximize(posterior, data, theta):
+            return model.maximize(model.statistics(posterior, data, theta), theta)
 
     def step(theta):
-        posterior = model.e_step(theta, data)
+        posterior = model.exact_e_step(theta, data)
         return maximize(posterior, data, theta), posterior.log_likelihood
 
     return jax.vmap(step)(params)

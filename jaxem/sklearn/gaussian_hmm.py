@@ -24,7 +24,8 @@ iterations. `jaxem.fit` stops after T M-steps when |ℓ_T - ℓ_{T-1}| < tol'·N
 tol' = tol / N that is hmmlearn's test at i = T. So the estimator runs
 `jaxem.fit_restarts` with at most n_iter - 1 M-steps and then one more M-step:
 monitor_.iter = T + 1 and monitor_.history = [ℓ_0, ..., ℓ_T]. hmmlearn's test is
-signed (a decrease stops it too); `_StopOnDecrease` makes jaxem's |Δ| test agree.
+signed (a decrease stops it too): the fit runs with `convergence="gain"`, jaxem's signed
+stop rule, and with no prior in the objective (hmmlearn monitors log p(X | θ) alone).
 
 What it shares with `GaussianMixture` (padding, PRNG keys, the float64 context,
 the last M-step, sampling) is in `jaxem.sklearn._base`.
@@ -38,7 +39,7 @@ import functools
 import logging
 import math
 import sys
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -216,7 +217,7 @@ class GaussianHMM(BaseEstimator):
             "startprob_prior", "transmat_prior", "means_prior", "means_weight", "covars_prior",
             "covars_weight")]
         letters = "".join(sorted(set(self.params) & set("stmc")))
-        m_step = ClosedForm(_TrackedMStep(_HmmlearnMStep(model, letters, *priors)))
+        m_step = ClosedForm(_HmmlearnMStep(model, letters, *priors))
         keys = jax.random.split(_base.jax_key(random_state), int(self.n_init))
         # Per-step tolerance of jaxem.fit (|Δ| < tol'·N); tol = 0 becomes the smallest positive one,
         # so that a decrease still stops the fit as in hmmlearn.
@@ -482,45 +483,9 @@ class _HmmlearnMStep:
         return GaussianHMMParams(initial, transition, means, covariances)
 
 
-class _Tracked(NamedTuple):
-    """HMM parameters and the highest log-likelihood seen before them (a scalar)."""
-
-    params: GaussianHMMParams
-    best: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class _TrackedMStep:
-    """The M-step on `_Tracked` parameters: `inner` on the HMM parameters, and the objective
-    at the current ones (from the posterior) becomes `best`."""
-
-    inner: _HmmlearnMStep
-
-    def __call__(self, posterior, data, tracked: _Tracked) -> _Tracked:
-        return _Tracked(self.inner(posterior, data, tracked.params), posterior.log_likelihood)
-
-
-@dataclasses.dataclass(frozen=True)
-class _StopOnDecrease:
-    """The HMM with its objective replaced by the running maximum M_i = max(M_{i-1}, ℓ_i).
-
-    `jaxem.fit` stops when |M_i - M_{i-1}| < tol. Before the first decrease M = ℓ,
-    and M_i - M_{i-1} = max(ℓ_i - ℓ_{i-1}, 0), so the fit stops exactly where
-    hmmlearn's test ℓ_i - ℓ_{i-1} < tol does (for tol > 0), also on a decrease
-    (which priors can cause); until then the recorded history is ℓ itself.
-    """
-
-    model: Any
-
-    def e_step(self, tracked: _Tracked, data):
-        posterior = self.model.e_step(tracked.params, data)
-        return posterior._replace(log_likelihood=jnp.maximum(posterior.log_likelihood, tracked.best))
-
-    def num_observations(self, data):
-        return self.model.num_observations(data)
-
-    def check_data(self, data) -> None:
-        self.model.check_data(data)
+def _no_prior(params: GaussianHMMParams) -> jax.Array:
+    """hmmlearn monitors log p(X | θ) alone, whatever its priors: the objective has no prior."""
+    return jnp.zeros((), params.means.dtype)
 
 
 # --- the JAX programs ---------------------------------------------------------------------------
@@ -542,15 +507,14 @@ _starting_points_program = jax.jit(_starting_points, static_argnums=(0,))
 @functools.partial(jax.jit, static_argnums=(0, 1, 7))
 def _fit_program(model, m_step, data, rows, keys, starts, tol, em_iters: int):
     """The whole fit as one vmapped program: (starting points; every restart's FitResult after
-    at most `em_iters` M-steps, whose objective is the running maximum of log p(X | θ_i) (see
-    `_StopOnDecrease`); every restart's parameters after one more M-step; every restart's last
+    at most `em_iters` M-steps, stopped by hmmlearn's signed rule (`convergence="gain"`) on
+    log p(X | θ_i) alone; every restart's parameters after one more M-step; every restart's last
     log-likelihood log p(X | θ_T)), each with a leading restart axis R."""
     params0 = _starting_points(model, keys, rows, starts)
-    floor = jnp.full((keys.shape[0],), -jnp.finfo(rows.dtype).max, rows.dtype)
-    result = fit_restarts(_StopOnDecrease(model), data, _Tracked(params0, floor), m_step=m_step,
-                          max_iter=em_iters, tol=tol, strategy="exhaustive")
+    result = fit_restarts(model, data, params0, m_step=m_step, log_prior=_no_prior, max_iter=em_iters,
+                          tol=tol, convergence="gain", strategy="exhaustive")
 
-    final, last = _base.one_more_m_step(model, result.restarts.params.params, data, m_step.fn.inner)
+    final, last = _base.one_more_m_step(model, result.restarts.params, data, m_step.fn)
     return params0, result.restarts, final, last
 
 
