@@ -6,7 +6,8 @@ the exception type, that the message starts with the argument's name, and (where
 carries the detail the user needs (the rows with NaN, the shape `log_joint` returned). The value checks
 themselves are tested against independent definitions (eigenvalues, sums) on random inputs, and the
 structural checks are shown to run under `jit` and `vmap`. Nothing here compiles an EM loop: every
-error is raised in Python, before tracing, and the valid-input checks use `jaxem.engine.fit.check_inputs` only.
+error is raised in Python, before tracing, and the valid-input checks use
+`jaxem.engine.fit.check_inputs` only.
 """
 
 import jax

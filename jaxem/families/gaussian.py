@@ -208,7 +208,8 @@ class GaussianFamily:
         if uses_features(dtype):
             if centres is None:
                 total = jnp.sum(r, axis=1)
-                centres = jnp.broadcast_to(total @ x.astype(dtype) / jnp.sum(total), (r.shape[1], x.shape[-1]))
+                mean = total @ x.astype(dtype) / jnp.sum(total)
+                centres = jnp.broadcast_to(mean, (r.shape[1], x.shape[-1]))
             shift = centres[0]
             u = (x - shift).astype(dtype)
             dim = u.shape[-1]

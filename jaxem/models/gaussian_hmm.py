@@ -100,7 +100,8 @@ class GaussianHMM(ProbabilityChain):
         cov = self.family.component_covariance(params.covariances, z)
         return self.family.log_density(x, params.means[z], cov)
 
-    def emission_statistics(self, marginals: jax.Array, data: Any, params: GaussianHMMParams) -> GaussianStats:
+    def emission_statistics(self, marginals: jax.Array, data: Any,
+                            params: GaussianHMMParams) -> GaussianStats:
         """The Gaussian statistics of the steps weighted by γ (N, K), about `centres(params)`."""
         x, _, _ = flatten_steps(data)
         return self.family.statistics(marginals, x, self.centres(params))
