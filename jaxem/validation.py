@@ -146,7 +146,7 @@ def check_weights(weights: Any, shape: tuple, name: str = "weights") -> None:
     if np.any(bad):
         index = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
-            f"{name}{_format_index(index)}: is {values[index]!r}; weights must be finite and >= 0 "
+            f"{name}{_format_index(index)}: is {float(values[index])!r}; weights must be finite and >= 0 "
             "(a zero weight removes the observation)."
         )
     if values.size and not values.sum() > 0:

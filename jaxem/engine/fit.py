@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jaxem.engine.kernel import EMState, em_iteration, evaluate
 from jaxem.engine.mstep import resolve_m_step
 from jaxem.tree import select
-from jaxem.validation import check_fit_inputs, check_fit_settings, check_weights
+from jaxem.validation import check_fit_inputs, check_fit_settings, check_model_data, check_weights
 
 __all__ = ["CONVERGENCE_RULES", "DEFAULT_TOL", "FitResult", "check_inputs", "fit", "run_em"]
 
@@ -148,11 +148,12 @@ def check_convergence(convergence: Any) -> None:
 def check_inputs(model: Any, data: Any, params0: Any, weights: Any, m_step: Any, log_prior: Any, *,
                  batch_ndim: int = 0) -> None:
     """Everything a fit checks before tracing (`check_fit_inputs`), sample weights included."""
-    check_fit_inputs(model, data, params0, m_step, log_prior, weights=weights, batch_ndim=batch_ndim,
-                     one_step=_one_step)
     shape = getattr(model, "weights_shape", None)
     if weights is not None and shape is not None:
+        check_model_data(model, data)
         check_weights(weights, shape(data))
+    check_fit_inputs(model, data, params0, m_step, log_prior, weights=weights, batch_ndim=batch_ndim,
+                     one_step=_one_step)
 
 
 def _one_step(model, m_step, log_prior, params, data, weights):
