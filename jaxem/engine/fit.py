@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.engine.kernel import EMState, em_iteration, evaluate
+from jaxem.engine.kernel import EMState, em_iteration, evaluate, objective_prior
 from jaxem.engine.mstep import resolve_m_step
 from jaxem.tree import select
 from jaxem.validation import check_fit_inputs, check_fit_settings, check_model_data, check_weights
@@ -157,9 +157,10 @@ def check_inputs(model: Any, data: Any, params0: Any, weights: Any, m_step: Any,
 
 
 def _one_step(model, m_step, log_prior, params, data, weights):
-    """θ_{i+1} from θ_i (for the M-step's output check)."""
-    state = EMState(params, m_step.init(model, params))
-    return em_iteration(model, m_step, log_prior, state, data, weights)[0].params
+    """The M-step's raw output from θ_i (for the M-step's output check)."""
+    posterior, _ = evaluate(model, log_prior, params, data, weights)
+    prior = objective_prior(model, log_prior)
+    return m_step.step(model, params, posterior, data, prior, m_step.init(model, params))[0]
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6, 7, 8))
