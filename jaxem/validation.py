@@ -83,6 +83,11 @@ def _format_rows(rows: np.ndarray) -> str:
     return shown + (" ..." if len(rows) > 10 else "")
 
 
+def _first_index(mask: np.ndarray) -> tuple:
+    """The index of the first True entry of `mask`."""
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
 def _format_index(index: Sequence[int]) -> str:
     return "".join(f"[{i}]" for i in index)
 
@@ -144,7 +149,7 @@ def check_weights(weights: Any, shape: tuple, name: str = "weights") -> None:
     values = np.asarray(weights, dtype=np.float64)
     bad = ~np.isfinite(values) | (values < 0)
     if np.any(bad):
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = _first_index(bad)
         raise ValueError(
             f"{name}{_format_index(index)}: is {float(values[index])!r}; weights must be finite and >= 0 "
             "(a zero weight removes the observation)."
@@ -297,7 +302,7 @@ def check_simplex(values: Any, name: str, atol: float | None = None) -> None:
     sums = v.astype(np.float64).sum(axis=-1)
     off = np.abs(sums - 1.0) > atol
     if np.any(off):
-        index = tuple(int(i) for i in np.argwhere(off)[0])
+        index = _first_index(off)
         raise ValueError(
             f"{name}{_format_index(index)}: sums to {sums[index]:.6g} (off by {sums[index] - 1:.2g}), "
             f"not 1 (tolerance {atol:.1g}); "
@@ -312,7 +317,7 @@ def check_positive(values: Any, name: str) -> None:
     v = np.asarray(values)
     bad = ~(np.isfinite(v) & (v > 0))
     if np.any(bad):
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = _first_index(bad)
         raise ValueError(
             f"{name}{_format_index(index)}: must be finite and > 0, got {float(v[index]):.3g}; "
             "variances must be positive (add reg_covar)."
@@ -338,7 +343,7 @@ def check_positive_definite(matrices: Any, name: str) -> None:
     asym = np.max(np.abs(a64 - np.swapaxes(a64, -1, -2)), axis=(-1, -2))
     bad = asym > math.sqrt(eps) * scale
     if np.any(bad):
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = _first_index(bad)
         raise ValueError(
             f"{name}{_format_index(index)}: is not symmetric (max |A - Aᵀ| = {asym[index]:.3g}); "
             "symmetrise it with (A + A.T) / 2."
@@ -346,7 +351,7 @@ def check_positive_definite(matrices: Any, name: str) -> None:
     variances = np.diagonal(a64, axis1=-2, axis2=-1)
     bad = ~np.all(variances > 0, axis=-1)
     if np.any(bad):
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = _first_index(bad)
         raise ValueError(
             f"{name}{_format_index(index)}: has a diagonal entry <= 0 ({variances[index].min():.3g}); "
             "variances must be positive: add reg_covar to the diagonal."
@@ -356,7 +361,7 @@ def check_positive_definite(matrices: Any, name: str) -> None:
     smallest = np.linalg.eigvalsh(0.5 * (correlation + np.swapaxes(correlation, -1, -2)))[..., 0]
     bad = smallest <= a.shape[-1] * eps
     if np.any(bad):
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = _first_index(bad)
         raise ValueError(
             f"{name}{_format_index(index)}: is not positive definite in {a.dtype} (smallest eigenvalue "
             f"of its correlation matrix {smallest[index]:.3g}); add a multiple of the identity "

@@ -60,15 +60,15 @@ def fit_restarts(
     data: Any,
     params0: Any,
     *,
+    strategy: str = "exhaustive",
+    explore_iters: int | None = None,
+    num_refine: int | None = None,
     weights: Any = None,
     m_step: Any = None,
     log_prior: Callable[[Any], jax.Array] | None = None,
     max_iter: int = 100,
     tol: float = DEFAULT_TOL,
     convergence: str = "absolute",
-    strategy: str = "exhaustive",
-    explore_iters: int | None = None,
-    num_refine: int | None = None,
 ) -> RestartsResult:
     """Fit a batch of starting points in one vmapped program.
 

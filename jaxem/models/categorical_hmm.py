@@ -22,14 +22,12 @@ import numpy as np
 from jaxem.models.hmm_common import (
     ProbabilityChain,
     check_chain_params,
-    check_concentration,
     dirichlet_log_prior,
     dirichlet_map,
     flatten_steps,
     normalize_rows,
     step_values,
 )
-from jaxem.structures.chain import ALGORITHMS
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
@@ -62,12 +60,8 @@ class CategoricalHMM(ProbabilityChain):
     algorithm: str = static_field(default="scaled")
 
     def __post_init__(self):
-        check_num_states(self.num_states)
+        self.check_settings(("initial_prior", "transition_prior", "emission_prior"))
         check_num_states(self.num_symbols, "num_symbols")
-        for name in ("initial_prior", "transition_prior", "emission_prior"):
-            check_concentration(getattr(self, name), name)
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
 
     def emission_table(self, params: CategoricalHMMParams, data: Any) -> jax.Array:
         """ε[t, k] = log B[k, x_t]: (T, K), or (B, T, K) for `Sequences`."""

@@ -28,17 +28,15 @@ from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChain,
     check_chain_params,
-    check_concentration,
     check_state_table,
     fill_padding,
     flatten_steps,
     step_values,
 )
-from jaxem.structures.chain import ALGORITHMS
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
-from jaxem.validation import check_array, check_num_states, check_positive, check_positive_definite
+from jaxem.validation import check_array, check_positive, check_positive_definite
 
 __all__ = ["GaussianHMM", "GaussianHMMParams", "gaussian_hmm"]
 
@@ -69,12 +67,8 @@ class GaussianHMM(ProbabilityChain):
     algorithm: str = static_field(default="scaled")
 
     def __post_init__(self):
-        check_num_states(self.num_states)
+        self.check_settings(("initial_prior", "transition_prior"))
         GaussianFamily(self.covariance_type, self.reg_covar)  # validates both
-        check_concentration(self.initial_prior, "initial_prior")
-        check_concentration(self.transition_prior, "transition_prior")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
 
     @property
     def family(self) -> GaussianFamily:

@@ -26,11 +26,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.structures.chain import ChainPosterior, ChainStructure
+from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_decoding import sample_chain
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.sequences import Sequences
-from jaxem.validation import check_array, check_finite_tree, check_hyperparameter, check_simplex
+from jaxem.validation import (
+    check_array,
+    check_finite_tree,
+    check_hyperparameter,
+    check_num_states,
+    check_simplex,
+)
 
 __all__ = [
     "ChainStats",
@@ -174,6 +180,14 @@ class ProbabilityChain(ChainStructure):
     subclass). Subclasses supply the emission table, `emission_statistics(marginals (N, K)
     over the rows of `flatten_steps(data)`, data, params)`, `maximize_emission(stats,
     params) -> dict of new fields` and `emission_log_prior(params)`."""
+
+    def check_settings(self, priors: tuple) -> None:
+        """The constructor's checks: K, the prior parameters named in `priors`, the algorithm."""
+        check_num_states(self.num_states)
+        for name in priors:
+            check_concentration(getattr(self, name), name)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
 
     def initial_table(self, params: Any, data: Any = None) -> jax.Array:
         """ι = log π (K,); -inf for zero probabilities."""

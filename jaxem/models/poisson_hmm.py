@@ -26,17 +26,15 @@ from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChain,
     check_chain_params,
-    check_concentration,
     check_state_table,
     fill_padding,
     flatten_steps,
     step_values,
 )
-from jaxem.structures.chain import ALGORITHMS
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
-from jaxem.validation import check_num_states, is_concrete
+from jaxem.validation import is_concrete
 
 __all__ = ["PoissonHMM", "PoissonHMMParams", "poisson_hmm"]
 
@@ -71,11 +69,7 @@ class PoissonHMM(ProbabilityChain):
     algorithm: str = static_field(default="scaled")
 
     def __post_init__(self):
-        check_num_states(self.num_states)
-        for name in ("initial_prior", "transition_prior", "rate_prior_shape", "rate_prior_rate"):
-            check_concentration(getattr(self, name), name)
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
+        self.check_settings(("initial_prior", "transition_prior", "rate_prior_shape", "rate_prior_rate"))
 
     def emission_table(self, params: PoissonHMMParams, data: Any) -> jax.Array:
         """ε[t, k] = Σ_d log Poisson(x_td | λ_kd): (T, K), or (B, T, K) for `Sequences`."""
