@@ -379,6 +379,29 @@ class GaussianFamily:
         constant = -0.5 * quad_m - half_logdet - 0.5 * dim * _LOG_2PI
         return jnp.concatenate([second, linear, constant[:, None]], axis=1).T
 
+    # --- checks and sampling (shared by every model with Gaussian components) ---------------
+
+    def check_covariances(self, covariances, name: str, batch: tuple, num_components: int,
+                          dim: int) -> None:
+        """Covariances of this type's shape (after the `batch` axes), finite floats, symmetric
+        positive definite (full, tied) or positive (diag, spherical). Value checks run on
+        concrete arrays only (`jaxem.validation`)."""
+        from jaxem.validation import check_array, check_positive, check_positive_definite
+
+        check_array(covariances, f"{name} ({self.covariance_type})",
+                    batch + self.covariance_shape(num_components, dim))
+        if self.covariance_type in ("full", "tied"):
+            check_positive_definite(covariances, name)
+        else:
+            check_positive(covariances, name)
+
+    def sample(self, key: jax.Array, means: jax.Array, covariances: jax.Array, z: jax.Array) -> jax.Array:
+        """x_i ~ N(means[z_i], Σ_{z_i}) for components z (M,): (M, D), by the Cholesky factors."""
+        num_components, dim = means.shape
+        chol = jnp.linalg.cholesky(self.full_covariances(covariances, num_components, dim))[z]
+        eps = jax.random.normal(key, z.shape + (dim,), means.dtype)
+        return means[z] + jnp.einsum("nij,nj->ni", chol, eps)
+
     # --- shapes ---------------------------------------------------------------------------
 
     def component_covariance(self, covariances: jax.Array, k) -> jax.Array:

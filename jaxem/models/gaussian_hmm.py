@@ -36,7 +36,6 @@ from jaxem.models.hmm_common import (
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
-from jaxem.validation import check_array, check_positive, check_positive_definite
 
 __all__ = ["GaussianHMM", "GaussianHMMParams", "gaussian_hmm"]
 
@@ -147,12 +146,7 @@ class GaussianHMM(ProbabilityChain):
         batch = check_chain_params(params, GaussianHMMParams, self.num_states, batch_ndim, name)
         k = self.num_states
         dim = check_state_table(params.means, f"{name}.means", k, batch, data)
-        check_array(params.covariances, f"{name}.covariances ({self.covariance_type})",
-                    batch + self.family.covariance_shape(k, dim))
-        if self.covariance_type in ("full", "tied"):
-            check_positive_definite(params.covariances, f"{name}.covariances")
-        else:
-            check_positive(params.covariances, f"{name}.covariances")
+        self.family.check_covariances(params.covariances, f"{name}.covariances", batch, k, dim)
 
     def num_parameters(self, dim: int) -> int:
         """Free parameters: (K-1) initial, K(K-1) transition, K·D means, covariances."""
@@ -168,11 +162,7 @@ class GaussianHMM(ProbabilityChain):
         """(x (num_steps, D), z (num_steps,)): one sequence drawn from the model."""
         key_z, key_x = jax.random.split(key)
         z = self.sample_states(key_z, params, num_steps)
-        dim = params.means.shape[-1]
-        cov = self.family.full_covariances(params.covariances, self.num_states, dim)
-        chol = jnp.linalg.cholesky(cov)[z]
-        eps = jax.random.normal(key_x, (num_steps, dim), params.means.dtype)
-        return params.means[z] + jnp.einsum("tij,tj->ti", chol, eps), z
+        return self.family.sample(key_x, params.means, params.covariances, z), z
 
 
 def gaussian_hmm(num_states: int, covariance_type: str = "full", *, reg_covar: float = 1e-6,

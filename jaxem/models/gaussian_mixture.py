@@ -32,8 +32,6 @@ from jaxem.validation import (
     check_data,
     check_finite_tree,
     check_num_states,
-    check_positive,
-    check_positive_definite,
     check_prng_key,
     check_simplex,
     is_concrete,
@@ -184,14 +182,9 @@ class GaussianMixtureModel(MixtureStructure):
         dim = jnp.shape(data)[-1] if data is not None else jnp.shape(params.means)[-1]
         check_array(params.weights, f"{name}.weights", batch + (k,))
         check_array(params.means, f"{name}.means", batch + (k, dim))
-        check_array(params.covariances, f"{name}.covariances ({self.covariance_type})",
-                    batch + self.family.covariance_shape(k, dim))
         check_finite_tree(params, name)
         check_simplex(params.weights, f"{name}.weights")
-        if self.covariance_type in ("full", "tied"):
-            check_positive_definite(params.covariances, f"{name}.covariances")
-        else:
-            check_positive(params.covariances, f"{name}.covariances")
+        self.family.check_covariances(params.covariances, f"{name}.covariances", batch, k, dim)
 
     def collapsed_components(self, params: GaussianMixtureParams, num_observations: int,
                              min_count: float = 1.0, min_variance: float | None = None) -> jax.Array:
@@ -240,11 +233,7 @@ class GaussianMixtureModel(MixtureStructure):
         """Draw (x (num_samples, D), z (num_samples,)) from the mixture."""
         key_z, key_x = jax.random.split(key)
         z = jax.random.categorical(key_z, jnp.log(params.weights), shape=(num_samples,))
-        dim = params.means.shape[-1]
-        cov = self.family.full_covariances(params.covariances, self.num_components, dim)
-        chol = jnp.linalg.cholesky(cov)[z]
-        eps = jax.random.normal(key_x, (num_samples, dim), params.means.dtype)
-        return params.means[z] + jnp.einsum("nij,nj->ni", chol, eps), z
+        return self.family.sample(key_x, params.means, params.covariances, z), z
 
 
 def _params(estimate) -> GaussianMixtureParams:
