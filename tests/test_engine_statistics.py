@@ -218,3 +218,14 @@ def test_a_model_with_priors_is_fitted_map_by_default():
     plain = categorical_hmm(2, 3)
     ml = em.fit(plain, symbols, start, max_iter=60, tol=1e-10)
     assert float(model.log_likelihood(ml.params, symbols) + model.log_prior(ml.params)) <= objective + 1e-9
+
+
+def test_weighted_restarts_equal_weighted_fits():
+    model = GMMS["diag"]
+    weights = multinomial_weights(0, GMM_N)
+    starts = jax.vmap(lambda k: model.init(k, X))(jax.random.split(jax.random.key(5), 3))
+    result = em.fit_restarts(model, X, starts, weights=weights, max_iter=WEIGHT_ITERS, tol=0.0)
+    for r in range(3):
+        alone = em.fit(model, X, jax.tree_util.tree_map(lambda a, r=r: a[r], starts), weights=weights,
+                       max_iter=WEIGHT_ITERS, tol=0.0)
+        np.testing.assert_allclose(result.restarts.history[r], alone.history, rtol=1e-10)

@@ -172,3 +172,8 @@ def test_restart_whose_m_step_goes_nan_is_never_best():
     assert int(result.best_index) != 0 and bool(result.best.finite)
     assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree_util.tree_leaves(result.best.params))
     _assert_rows_consistent(restarts)
+
+
+def test_an_unknown_option_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"^fit_restarts: unexpected keyword argument\(s\) \['max_iters'\]"):
+        em.fit_restarts(MODEL, DATA, STARTS, max_iters=3)

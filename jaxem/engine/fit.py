@@ -21,6 +21,7 @@ kept and `FitResult.finite` is False."""
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -32,7 +33,7 @@ from jaxem.engine.mstep import resolve_m_step
 from jaxem.tree import select
 from jaxem.validation import check_fit_inputs, check_fit_settings, check_model_data, check_weights
 
-__all__ = ["CONVERGENCE_RULES", "DEFAULT_TOL", "FitResult", "check_inputs", "fit", "run_em"]
+__all__ = ["CONVERGENCE_RULES", "DEFAULT_TOL", "FitResult", "check_inputs", "fit", "fit_options", "run_em"]
 
 DEFAULT_TOL = 1e-3
 
@@ -138,6 +139,18 @@ def fit(
     m_step = resolve_m_step(model, m_step)
     check_inputs(model, data, params0, weights, m_step, log_prior)
     return _fit_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter, convergence)
+
+
+def fit_options(options: dict, caller: str) -> dict:
+    """`fit`'s keyword arguments for another driver (`caller`): `options` over `fit`'s
+    defaults; an unknown name is a TypeError that lists the known ones."""
+    known = {name: parameter.default for name, parameter in inspect.signature(fit).parameters.items()
+             if parameter.kind is inspect.Parameter.KEYWORD_ONLY}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"{caller}: unexpected keyword argument(s) {unknown}; it takes jaxem.fit's "
+                        f"options {list(known)} and its own.")
+    return {**known, **options}
 
 
 def check_convergence(convergence: Any) -> None:

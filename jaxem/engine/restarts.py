@@ -21,13 +21,12 @@ A restart whose objective is not finite is never chosen as best.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxem.engine.fit import DEFAULT_TOL, FitResult, check_convergence, check_inputs, run_em
+from jaxem.engine.fit import FitResult, check_convergence, check_inputs, fit_options, run_em
 from jaxem.engine.mstep import resolve_m_step
 from jaxem.validation import check_fit_settings, check_int, check_restart_batch
 
@@ -63,18 +62,15 @@ def fit_restarts(
     strategy: str = "exhaustive",
     explore_iters: int | None = None,
     num_refine: int | None = None,
-    weights: Any = None,
-    m_step: Any = None,
-    log_prior: Callable[[Any], jax.Array] | None = None,
-    max_iter: int = 100,
-    tol: float = DEFAULT_TOL,
-    convergence: str = "absolute",
+    **options: Any,
 ) -> RestartsResult:
     """Fit a batch of starting points in one vmapped program.
 
     Args:
-      model, data, weights, m_step, log_prior, max_iter, tol, convergence: as for
-        `jaxem.fit` (the data and weights are shared by every restart).
+      model, data: as for `jaxem.fit` (shared by every restart).
+      options: `jaxem.fit`'s keyword arguments (weights, m_step, log_prior,
+        max_iter, tol, convergence), with its defaults; the weights are shared by
+        every restart.
       params0: starting parameters with a leading restart axis R on every leaf
         (e.g. `jax.vmap(lambda k: model.init(k, x))(jax.random.split(key, R))`).
       strategy: "exhaustive" (every restart to convergence; default) or "emem"
@@ -93,6 +89,9 @@ def fit_restarts(
         parameters checked (the message gives the restart's index), plus the
         restart settings and a restart axis shared by all leaves of `params0`.
     """
+    options = fit_options(options, "fit_restarts")
+    max_iter, tol, convergence = options["max_iter"], options["tol"], options["convergence"]
+    weights, m_step, log_prior = options["weights"], options["m_step"], options["log_prior"]
     check_fit_settings(max_iter, tol)
     check_convergence(convergence)
     if strategy not in ("emem", "exhaustive"):

@@ -23,14 +23,8 @@ import numpy as np
 from jax.scipy.special import gammaln, xlogy
 
 from jaxem.init import INIT_METHODS, initial_responsibilities
-from jaxem.models.hmm_common import (
-    ProbabilityChain,
-    check_chain_params,
-    check_state_table,
-    fill_padding,
-    flatten_steps,
-    step_values,
-)
+from jaxem.models import hmm_common
+from jaxem.models.hmm_common import ProbabilityChain, flatten_steps
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
@@ -120,7 +114,7 @@ class PoissonHMM(ProbabilityChain):
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
         x, valid, _ = flatten_steps(data)
         x = x.astype(dtype)
-        points = fill_padding(data).astype(dtype)
+        points = hmm_common.fill_padding(data).astype(dtype)
         resp = initial_responsibilities(key, points, self.num_states, method).astype(dtype) * valid[:, None]
         weights = valid.astype(dtype)
         overall = weights @ x / jnp.sum(weights)
@@ -132,7 +126,7 @@ class PoissonHMM(ProbabilityChain):
     def check_data(self, data: Any) -> None:
         """Non-negative counts of shape (T, D) (or `Sequences` of (B, T, D))."""
         check_chain_data(data)
-        values, step_shape, dtype = step_values(data)
+        values, step_shape, dtype = hmm_common.step_values(data)
         if len(step_shape) != 1:
             raise ValueError(
                 f"data: expected counts of shape (T, D) (or Sequences of (B, T, D)), got per-step shape "
@@ -159,8 +153,8 @@ class PoissonHMM(ProbabilityChain):
         transition (K, K) on the simplex, rates (K, D) finite and >= 0 (D from `data`
         when given). `batch_ndim` leading axes are batch axes. Under jit/vmap only
         the structure, dtypes and shapes are checked."""
-        batch = check_chain_params(params, PoissonHMMParams, self.num_states, batch_ndim, name)
-        check_state_table(params.rates, f"{name}.rates", self.num_states, batch, data)
+        batch = hmm_common.check_chain_params(params, PoissonHMMParams, self.num_states, batch_ndim, name)
+        hmm_common.check_state_table(params.rates, f"{name}.rates", self.num_states, batch, data)
         if is_concrete(params.rates) and np.any(np.asarray(params.rates) < 0):
             index = tuple(int(i) for i in np.argwhere(np.asarray(params.rates) < 0)[0])
             raise ValueError(
