@@ -38,7 +38,7 @@ import optax
 
 from jaxem.tree import all_finite, select
 
-__all__ = ["ClosedForm", "Gradient", "MStep", "Statistics", "default_optimizer", "resolve_m_step"]
+__all__ = ["ClosedForm", "Gradient", "MStep", "Statistics", "default_optimizer", "negative_q", "resolve_m_step"]
 
 _DEFAULT_OPTIMIZER = optax.lbfgs()
 
@@ -122,6 +122,11 @@ class Gradient(MStep):
         coordinates the model uses, so constrained parameters should be
         stored unconstrained (logits, log-scales, Cholesky factors).
       num_steps: optimizer steps per EM iteration (>= 1).
+
+    The optimizer starts afresh on each iteration's Q. Keeping its state across EM
+    iterations (in `EMState.m_step_state`, via `climb(..., opt_state)`) was measured
+    and stops fits early at worse optima (`benchmarks/gradient_memory.py`), so it
+    is not the default nor an option.
     """
 
     optimizer: optax.GradientTransformation | None = None
@@ -141,22 +146,27 @@ class Gradient(MStep):
         if self.num_steps < 1:
             raise ValueError(f"Gradient(num_steps): must be >= 1, got {self.num_steps}.")
 
+    def _transformation(self):
+        return optax.with_extra_args_support(self.optimizer or default_optimizer())
+
     def update(self, model, params, posterior, data, log_prior):
-        def negative_objective(p):
-            value = model.q(p, posterior, data)
-            if log_prior is not None:
-                value = value + log_prior(p)
-            return -value
+        return self.climb(negative_q(model, posterior, data, log_prior), params)
 
-        return self.climb(negative_objective, params)
+    def optimizer_state(self, params) -> Any:
+        """A fresh state of the optimizer for `params`."""
+        return self._transformation().init(params)
 
-    def climb(self, negative_objective: Callable[[Any], jax.Array], params: Any) -> Any:
-        """Minimise `negative_objective` from `params`, never returning a worse point."""
-        tx = optax.with_extra_args_support(self.optimizer or default_optimizer())
+    def climb(self, negative_objective: Callable[[Any], jax.Array], params: Any, opt_state: Any = None,
+              with_state: bool = False) -> Any:
+        """Minimise `negative_objective` from `params`, never returning a worse point; from the
+        optimizer state `opt_state` (a fresh one when None); with `with_state`, returns
+        (params, optimizer state)."""
+        tx = self._transformation()
         value_and_grad = jax.value_and_grad(negative_objective)
         value, grad = value_and_grad(params)
         dtype = jnp.result_type(value)
-        state = _ClimbState(params, value, grad, tx.init(params), jnp.ones((), dtype))
+        opt_state = tx.init(params) if opt_state is None else opt_state
+        state = _ClimbState(params, value, grad, opt_state, jnp.ones((), dtype))
 
         def step(_, s: _ClimbState) -> _ClimbState:
             updates, opt_state = tx.update(
@@ -176,7 +186,19 @@ class Gradient(MStep):
                 step_scale=jnp.where(accept, s.step_scale, 0.5 * s.step_scale),
             )
 
-        return jax.lax.fori_loop(0, self.num_steps, step, state).params
+        final = jax.lax.fori_loop(0, self.num_steps, step, state)
+        return (final.params, final.opt_state) if with_state else final.params
+
+
+def negative_q(model, posterior, data, log_prior) -> Callable[[Any], jax.Array]:
+    """θ ↦ -(Q(θ) + log_prior(θ)) for a fixed posterior."""
+    def negative_objective(p):
+        value = model.q(p, posterior, data)
+        if log_prior is not None:
+            value = value + log_prior(p)
+        return -value
+
+    return negative_objective
 
 
 def resolve_m_step(model: Any, m_step: Any):
