@@ -38,7 +38,9 @@ import optax
 
 from jaxem.tree import all_finite, select
 
-__all__ = ["ClosedForm", "Gradient", "MStep", "Statistics", "default_optimizer", "negative_q", "resolve_m_step"]
+__all__ = [
+    "ClosedForm", "Gradient", "MStep", "Statistics", "default_optimizer", "negative_q", "resolve_m_step",
+]
 
 _DEFAULT_OPTIMIZER = optax.lbfgs()
 
