@@ -229,3 +229,15 @@ def test_weighted_restarts_equal_weighted_fits():
         alone = em.fit(model, X, jax.tree_util.tree_map(lambda a, r=r: a[r], starts), weights=weights,
                        max_iter=WEIGHT_ITERS, tol=0.0)
         np.testing.assert_allclose(result.restarts.history[r], alone.history, rtol=1e-10)
+
+
+def test_the_faces_reuse_their_programs_for_new_hyperparameter_values():
+    from jaxem.sklearn import GaussianMixture
+
+    x = np.asarray(X[:43])
+    GaussianMixture(3, covariance_type="diag", reg_covar=1e-6, random_state=0, max_iter=5).fit(x)
+    before = len(COMPILES)
+    for reg in (1e-4, 1e-2):
+        fitted = GaussianMixture(3, covariance_type="diag", reg_covar=reg, random_state=0, max_iter=5).fit(x)
+        assert np.all(fitted.covariances_ >= reg)
+    assert len(COMPILES) == before

@@ -101,13 +101,13 @@ def build_model(kind: str, num_states: int, covariance_type: str, reg_covar: flo
     raise CommandLineError(f"--model: expected gmm or hmm, got {kind!r}.")
 
 
-@functools.partial(jax.jit, static_argnames=("model", "init", "max_iter", "strategy"))
-def _fit_program(keys, x, tol, *, model, init, max_iter, strategy):
-    """ONE compiled program per configuration: starting points, restarts, posterior and Q at the best."""
+@functools.partial(jax.jit, static_argnames=("init", "max_iter", "strategy"))
+def _fit_program(keys, x, tol, model, *, init, max_iter, strategy):
+    """ONE compiled program per configuration (the model is a pytree argument: its reg_covar is
+    a leaf): starting points, restarts, posterior and Q at the best. The objective includes
+    the model's own prior, when it has one."""
     params0 = jax.vmap(lambda key: model.init(key, x, init))(keys)
-    log_prior = getattr(model, "log_prior", None)
-    result = fit_restarts(model, x, params0, log_prior=log_prior, max_iter=max_iter, tol=tol,
-                          strategy=strategy)
+    result = fit_restarts(model, x, params0, max_iter=max_iter, tol=tol, strategy=strategy)
     posterior = model.e_step(result.best.params, x)
     q_value = model.q(result.best.params, posterior, x)
     return result, posterior.marginals, posterior.log_likelihood, q_value

@@ -139,7 +139,7 @@ def is_symmetric_positive_definite(matrix: np.ndarray) -> bool:
 # --- sampling ------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
+@functools.partial(jax.jit, static_argnums=(3,))
 def _sample_program(model, key, params, num_samples: int):
     return model.sample(key, params, num_samples)
 

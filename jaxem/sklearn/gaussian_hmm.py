@@ -49,7 +49,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from jaxem.engine.mstep import ClosedForm
+from jaxem.engine.mstep import MStep
 from jaxem.engine.restarts import fit_restarts
 from jaxem.init import LLOYD_ITERATIONS, kmeans_plusplus, lloyd
 from jaxem.models.gaussian_hmm import GaussianHMMParams, gaussian_hmm
@@ -217,7 +217,7 @@ class GaussianHMM(BaseEstimator):
             "startprob_prior", "transmat_prior", "means_prior", "means_weight", "covars_prior",
             "covars_weight")]
         letters = "".join(sorted(set(self.params) & set("stmc")))
-        m_step = ClosedForm(_HmmlearnMStep(model, letters, *priors))
+        m_step = _HmmlearnMStep(letters, *priors)
         keys = jax.random.split(_base.jax_key(random_state), int(self.n_init))
         # Per-step tolerance of jaxem.fit (|Δ| < tol'·N); tol = 0 becomes the smallest positive one,
         # so that a decrease still stops the fit as in hmmlearn.
@@ -425,12 +425,11 @@ class GaussianHMM(BaseEstimator):
 
 
 @dataclasses.dataclass(frozen=True)
-class _HmmlearnMStep:
-    """hmmlearn's Baum–Welch M-step with its priors (module docstring), as
-    `fn(posterior, data, params)` for `jaxem.ClosedForm`. Prior values are frozen
-    to floats or nested tuples, so equal settings share compiled code."""
+class _HmmlearnMStep(MStep):
+    """hmmlearn's Baum–Welch M-step with its priors (module docstring), an M-step strategy
+    (it reads K and the covariance type from the model it is given). Prior values are
+    frozen to floats or nested tuples, so equal settings share compiled code."""
 
-    model: Any
     letters: str
     startprob_prior: Any
     transmat_prior: Any
@@ -439,7 +438,11 @@ class _HmmlearnMStep:
     covars_prior: Any
     covars_weight: Any
 
-    def __call__(self, posterior, data, params: GaussianHMMParams) -> GaussianHMMParams:
+    def update(self, model, params: GaussianHMMParams, posterior, data, log_prior) -> GaussianHMMParams:
+        del log_prior  # hmmlearn's priors are this M-step's own
+        return self(model, posterior, data, params)
+
+    def __call__(self, model, posterior, data, params: GaussianHMMParams) -> GaussianHMMParams:
         initial, transition, means, covariances = params
         if "s" in self.letters:
             initial = dirichlet_map(posterior.initial_counts, jnp.asarray(self.startprob_prior), initial)
@@ -449,7 +452,7 @@ class _HmmlearnMStep:
         if "m" not in self.letters and "c" not in self.letters:
             return GaussianHMMParams(initial, transition, means, covariances)
         x, valid, _ = flatten_steps(data)
-        gamma = posterior.marginals.reshape(-1, self.model.num_states)  # 0 on padding
+        gamma = posterior.marginals.reshape(-1, model.num_states)  # 0 on padding
         weights = valid.astype(x.dtype)
         shift = weights @ x / jnp.sum(weights)   # sums about the data mean, for accuracy
         u = (x - shift) * weights[:, None]
@@ -463,7 +466,7 @@ class _HmmlearnMStep:
         if "c" in self.letters:
             m = means - shift
             prior_gap = means - mean_prior
-            kind = self.model.covariance_type
+            kind = model.covariance_type
             if kind in ("diag", "spherical"):
                 scatter = gamma.T @ (u * u) - 2 * m * first + m * m * counts[:, None]
                 numerator = cov_prior + mean_weight * prior_gap**2 + scatter
@@ -501,10 +504,10 @@ def _starting_points(model, keys, rows, starts: GaussianHMMParams) -> GaussianHM
     return starts._replace(means=means)
 
 
-_starting_points_program = jax.jit(_starting_points, static_argnums=(0,))
+_starting_points_program = jax.jit(_starting_points)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 7))
+@functools.partial(jax.jit, static_argnums=(1, 7))
 def _fit_program(model, m_step, data, rows, keys, starts, tol, em_iters: int):
     """The whole fit as one vmapped program: (starting points; every restart's FitResult after
     at most `em_iters` M-steps, stopped by hmmlearn's signed rule (`convergence="gain"`) on
@@ -514,11 +517,12 @@ def _fit_program(model, m_step, data, rows, keys, starts, tol, em_iters: int):
     result = fit_restarts(model, data, params0, m_step=m_step, log_prior=_no_prior, max_iter=em_iters,
                           tol=tol, convergence="gain", strategy="exhaustive")
 
-    final, last = _base.one_more_m_step(model, result.restarts.params, data, m_step.fn)
+    final, last = _base.one_more_m_step(model, result.restarts.params, data,
+                                        functools.partial(m_step, model))
     return params0, result.restarts, final, last
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@jax.jit
 def _infer_program(model, params, data):
     paths, path_log_probs = model.viterbi(params, data)
     return {

@@ -434,7 +434,7 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
     return _Outcome(final, fits.num_iters + 1, converged, usable, lower_bounds, restart_lower_bounds, best)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+@functools.partial(jax.jit, static_argnums=(5, 6))
 def _fit_program(model, x, keys, given, tol, init_params: str, em_iters: int):
     """The whole fit as one program: (the starting points, every restart's `FitResult` after at
     most `em_iters` M-steps, the best index, every restart's parameters after one more M-step
@@ -467,7 +467,7 @@ def _starting_points(model, keys, x, given: GaussianMixtureParams, init_params: 
     ])
 
 
-_starting_points_program = jax.jit(_starting_points, static_argnums=(0, 4))
+_starting_points_program = jax.jit(_starting_points, static_argnums=(4,))
 
 
 def _starting_responsibilities(key, x, k: int, init_params: str) -> jax.Array:
@@ -483,7 +483,7 @@ def _starting_responsibilities(key, x, k: int, init_params: str) -> jax.Array:
     return jnp.zeros((n, k), x.dtype).at[rows, jnp.arange(k)].set(1.0)
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
+@jax.jit
 def _log_prob_and_resp(model, params, x):
     """log p(x_n) (N,) and log p(z_n = k | x_n) (N, K) from the log-potential table."""
     table = model.log_potentials(params, x)
