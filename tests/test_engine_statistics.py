@@ -100,6 +100,11 @@ def test_integer_weights_fit_as_duplicated_rows(kind, seed):
     duplicated = em.fit(model, repeated, start, max_iter=WEIGHT_ITERS, tol=0.0)
     np.testing.assert_allclose(weighted.history, duplicated.history, rtol=1e-9)
     assert_tree_close(weighted.params, duplicated.params, rtol=1e-7, atol=1e-9)
+    # The tolerance scales with Σ w: both stop at the same iteration (the same compiled programs).
+    weighted = em.fit(model, X, start, weights=weights, max_iter=WEIGHT_ITERS, tol=1e-2)
+    duplicated = em.fit(model, repeated, start, max_iter=WEIGHT_ITERS, tol=1e-2)
+    assert int(weighted.num_iters) == int(duplicated.num_iters)
+    assert bool(weighted.converged) == bool(duplicated.converged)
 
 
 @pytest.mark.parametrize("kind", KINDS)

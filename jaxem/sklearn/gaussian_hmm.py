@@ -51,6 +51,7 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from jaxem.engine.mstep import MStep
 from jaxem.engine.restarts import fit_restarts
+from jaxem.families.gaussian import GaussianFamily
 from jaxem.init import LLOYD_ITERATIONS, kmeans_plusplus, lloyd
 from jaxem.models.gaussian_hmm import GaussianHMMParams, gaussian_hmm
 from jaxem.models.hmm_common import dirichlet_map, flatten_steps
@@ -454,10 +455,12 @@ class _HmmlearnMStep(MStep):
         x, valid, _ = flatten_steps(data)
         gamma = posterior.marginals.reshape(-1, model.num_states)  # 0 on padding
         weights = valid.astype(x.dtype)
-        shift = weights @ x / jnp.sum(weights)   # sums about the data mean, for accuracy
-        u = (x - shift) * weights[:, None]
-        counts = jnp.sum(gamma, axis=0)           # n_k
-        first = gamma.T @ u                       # Σ_t γ_tk (x_t - shift)
+        shift = weights @ x / jnp.sum(weights)   # moments about the data mean, for accuracy
+        kind = model.covariance_type
+        # The Gaussian family's statistics, per feature for diag/spherical, per state for full/tied.
+        family = GaussianFamily("full" if kind in ("full", "tied") else "diag")
+        stats = family.statistics(gamma, x, jnp.broadcast_to(shift, (model.num_states, x.shape[1])))
+        counts, first = stats.counts, stats.first   # n_k and Σ_t γ_tk (x_t - shift)
         mean_prior, mean_weight = jnp.asarray(self.means_prior), jnp.asarray(self.means_weight)
         cov_prior, cov_weight = jnp.asarray(self.covars_prior), jnp.asarray(self.covars_weight)
         if "m" in self.letters:
@@ -466,16 +469,15 @@ class _HmmlearnMStep(MStep):
         if "c" in self.letters:
             m = means - shift
             prior_gap = means - mean_prior
-            kind = model.covariance_type
             if kind in ("diag", "spherical"):
-                scatter = gamma.T @ (u * u) - 2 * m * first + m * m * counts[:, None]
+                scatter = stats.second - 2 * m * first + m * m * counts[:, None]
                 numerator = cov_prior + mean_weight * prior_gap**2 + scatter
                 covariances = numerator / jnp.maximum(jnp.maximum(cov_weight - 1, 0) + counts[:, None], 1e-5)
                 if kind == "spherical":
                     covariances = jnp.mean(covariances, axis=1)
             else:
                 cross = jnp.einsum("ki,kj->kij", first, m)
-                scatter = (jnp.einsum("nk,ni,nj->kij", gamma, u, u) - cross - jnp.swapaxes(cross, 1, 2)
+                scatter = (stats.second - cross - jnp.swapaxes(cross, 1, 2)
                            + jnp.einsum("ki,kj->kij", m, m) * counts[:, None, None])
                 numerator = mean_weight * jnp.einsum("ki,kj->kij", prior_gap, prior_gap) + scatter
                 extra = jnp.maximum(cov_weight - means.shape[1], 0)
