@@ -236,6 +236,7 @@ def test_weighted_restarts_equal_weighted_fits():
         np.testing.assert_allclose(result.restarts.history[r], alone.history, rtol=1e-10)
 
 
+@pytest.mark.filterwarnings("ignore:The best of 1 restart")   # 5 iterations: not converged, on purpose
 def test_the_faces_reuse_their_programs_for_new_hyperparameter_values():
     from jaxem.sklearn import GaussianMixture
 
