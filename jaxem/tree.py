@@ -15,8 +15,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["all_finite", "pytree_dataclass", "select", "static_field", "tree_add", "tree_zeros_like"]
+__all__ = ["all_finite", "as_hyperparameters", "pytree_dataclass", "select", "static_field"]
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -31,14 +32,17 @@ def select(condition: jax.Array, on_true: Any, on_false: Any) -> Any:
     return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
 
-def tree_add(a: Any, b: Any) -> Any:
-    """Leafwise a + b (how expected sufficient statistics of two parts of the data combine)."""
-    return jax.tree_util.tree_map(jnp.add, a, b)
-
-
-def tree_zeros_like(tree: Any) -> Any:
-    """Leafwise zeros shaped like `tree`."""
-    return jax.tree_util.tree_map(jnp.zeros_like, tree)
+def as_hyperparameters(obj: Any, names: tuple) -> None:
+    """Store the concrete real numbers among the fields `names` of the frozen dataclass `obj`
+    as Python floats: weakly typed leaves, so an int, a NumPy scalar or another value all
+    reuse one compiled program and never promote float32 computations. Arrays that are not
+    concrete (tracers) are left as they are."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, jax.core.Tracer) or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float, np.integer, np.floating)) or jnp.ndim(value) == 0:
+            object.__setattr__(obj, name, float(value))
 
 
 def static_field(**kwargs: Any) -> Any:

@@ -51,6 +51,21 @@ def test_mixture_statistics_add_over_chunks_and_maximize_is_one_em_step(kind):
     assert_tree_close(stepped, em.fit(model, X, params, max_iter=1, tol=0.0).params, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_float32_statistics_add_over_chunks_too(kind):
+    """float32 centres each component at its current mean (a function of θ), so parts add up."""
+    model = GMMS[kind]
+    x32 = X.astype(jnp.float32)
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), model.init(jax.random.key(1), X))
+    whole = model.expected_stats(params, x32)
+    summed = tree_sum(model.expected_stats(params, x32[:23]), model.expected_stats(params, x32[23:]))
+    for w, s in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(summed), strict=True):
+        np.testing.assert_allclose(np.asarray(w), np.asarray(s), rtol=0, atol=1e-5 * np.max(np.abs(w)))
+    stepped = model.maximize(whole, params)
+    from_sum = model.maximize(summed, params)
+    assert_tree_close(from_sum, stepped, rtol=1e-4, atol=1e-6)
+
+
 def hmm_cases():
     rng = np.random.default_rng(11)
     lengths = [9, 5, 12, 7]
@@ -190,18 +205,22 @@ jax.monitoring.register_event_duration_secs_listener(
 def test_new_hyperparameter_values_compile_nothing_new():
     x = X[:41]   # shapes used nowhere else, so the first fit here compiles and the others must not
     start = GMMS["diag"].init(jax.random.key(0), x)
-    jax.block_until_ready(em.fit(gaussian_mixture(GMM_K, "diag", reg_covar=1e-6), x, start, max_iter=7))
     before = len(COMPILES)
-    for reg in (1e-4, 1e-2, 0.3):
+    jax.block_until_ready(em.fit(gaussian_mixture(GMM_K, "diag", reg_covar=1e-6), x, start, max_iter=7))
+    assert len(COMPILES) > before   # the counter sees compilations
+    before = len(COMPILES)
+    for reg in (1e-4, 1e-2, 0.3, 1, np.float32(0.5)):
         result = em.fit(gaussian_mixture(GMM_K, "diag", reg_covar=reg), x, start, max_iter=7)
         jax.block_until_ready(result)
         assert np.all(np.asarray(result.params.covariances) >= reg)
     assert len(COMPILES) == before
     symbols = jnp.asarray(np.random.default_rng(0).integers(0, 3, size=33))
     hmm_start = categorical_hmm(2, 3).init(jax.random.key(0), symbols)
-    jax.block_until_ready(em.fit(categorical_hmm(2, 3, transition_prior=2.0), symbols, hmm_start, max_iter=7))
     before = len(COMPILES)
-    for strength in (1.5, 3.0, 10.0):
+    jax.block_until_ready(em.fit(categorical_hmm(2, 3, transition_prior=2.0), symbols, hmm_start, max_iter=7))
+    assert len(COMPILES) > before
+    before = len(COMPILES)
+    for strength in (1.5, 3, 10.0):
         model = categorical_hmm(2, 3, transition_prior=strength, emission_prior=strength)
         jax.block_until_ready(em.fit(model, symbols, hmm_start, max_iter=7))
     assert len(COMPILES) == before
@@ -241,9 +260,36 @@ def test_the_faces_reuse_their_programs_for_new_hyperparameter_values():
     from jaxem.sklearn import GaussianMixture
 
     x = np.asarray(X[:43])
+    before = len(COMPILES)
     GaussianMixture(3, covariance_type="diag", reg_covar=1e-6, random_state=0, max_iter=5).fit(x)
+    assert len(COMPILES) > before
     before = len(COMPILES)
     for reg in (1e-4, 1e-2):
         fitted = GaussianMixture(3, covariance_type="diag", reg_covar=reg, random_state=0, max_iter=5).fit(x)
         assert np.all(fitted.covariances_ >= reg)
     assert len(COMPILES) == before
+
+
+def test_a_closed_form_m_step_refuses_a_prior_it_does_not_maximise():
+    model = categorical_hmm(2, 3, transition_prior=3.0)
+    symbols = jnp.asarray(np.random.default_rng(4).integers(0, 3, size=30))
+    start = model.init(jax.random.key(1), symbols)
+    with pytest.raises(ValueError, match=r"^log_prior: the model's closed-form M-step"):
+        em.fit(model, symbols, start, log_prior=lambda p: jnp.sum(jnp.log(p.emission)))
+    em.fit(model, symbols, start, log_prior=model.log_prior, max_iter=3)   # its own prior is fine
+
+
+def test_a_models_own_prior_must_return_a_scalar():
+    model = em.Mixture(poisson_log_joint, 2, log_prior=lambda p: p["log_rates"])
+    with pytest.raises(ValueError, match=r"^log_prior \(the model's own\): must return a scalar"):
+        em.fit(model, COUNTS, CUSTOM_START)
+
+
+def test_bad_per_sequence_weights_are_refused_by_name():
+    batch = em.Sequences.from_list(HMM_SEQUENCES)
+    start = HMM_MODEL.init(jax.random.key(0), batch)
+    with pytest.raises(ValueError, match=r"^weights: expected shape \(4,\)"):
+        em.fit(HMM_MODEL, batch, start, weights=np.ones(10))
+    with pytest.raises(ValueError, match=r"^weights\[2\]: is -1.0"):
+        em.fit_restarts(HMM_MODEL, batch, jax.tree_util.tree_map(lambda a: a[None], start),
+                        weights=np.array([1.0, 1.0, -1.0, 1.0]))

@@ -29,9 +29,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxem.engine.kernel import EMState, em_iteration, evaluate, objective_prior
-from jaxem.engine.mstep import resolve_m_step
+from jaxem.engine.mstep import Statistics, resolve_m_step
 from jaxem.tree import select
-from jaxem.validation import check_fit_inputs, check_fit_settings, check_model_data, check_weights
+from jaxem.validation import (
+    abstract,
+    check_fit_inputs,
+    check_fit_settings,
+    check_model_data,
+    check_scalar_function,
+    check_weights,
+)
 
 __all__ = ["CONVERGENCE_RULES", "DEFAULT_TOL", "FitResult", "check_inputs", "fit", "fit_options", "run_em"]
 
@@ -160,7 +167,18 @@ def check_convergence(convergence: Any) -> None:
 
 def check_inputs(model: Any, data: Any, params0: Any, weights: Any, m_step: Any, log_prior: Any, *,
                  batch_ndim: int = 0) -> None:
-    """Everything a fit checks before tracing (`check_fit_inputs`), sample weights included."""
+    """Everything a fit checks before tracing (`check_fit_inputs`), sample weights included,
+    and that the prior the objective uses is one the M-step maximises and returns a scalar."""
+    own = getattr(model, "log_prior", None)
+    if isinstance(m_step, Statistics) and log_prior is not None and log_prior != own:
+        raise ValueError(
+            "log_prior: the model's closed-form M-step (jaxem.Statistics) maximises the model's own "
+            "prior, not this one; pass m_step=jaxem.Gradient() (or a ClosedForm that maximises "
+            "Q + log_prior), or build the model with the prior you want."
+        )
+    if log_prior is None and callable(own):
+        check_scalar_function(own, (abstract(params0, batch_ndim),), "log_prior (the model's own)",
+                              "for one set of parameters", fix="sum the log-densities of all parameters")
     shape = getattr(model, "weights_shape", None)
     if weights is not None and shape is not None:
         check_model_data(model, data)

@@ -37,8 +37,8 @@ pytree): per component k, about a centre c_k that depends on the parameters only
 (S_k is its diagonal for diag, its trace for spherical, and Σ_k S_k for tied).
 float64 takes one shared centre and computes them as ONE matrix product Rᵀ Φ(x - c);
 float32 takes c_k = μ_k (each component's current mean), so S_k is a sum of squares of
-centred values, O(N·K·D²) (or O(N·K·D)) work, and a variance keeps its relative
-precision. Then (`estimate`) with m_k = s_k / n_k,
+centred values, O(N·K·D²) (or O(N·K·D)) work, and near convergence (μ_k new ≈ μ_k old)
+a variance keeps its relative precision. Then (`estimate`) with m_k = s_k / n_k,
 
     μ_k = c_k + m_k,    Σ_k = S_k / n_k - m_k m_kᵀ (+ reg_covar·I)
 
@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.families.scalar import mvn_logpdf, normal_logpdf
-from jaxem.tree import pytree_dataclass, static_field
+from jaxem.tree import as_hyperparameters, pytree_dataclass, static_field
 
 __all__ = ["COVARIANCE_TYPES", "GaussianEstimate", "GaussianFamily", "GaussianStats"]
 
@@ -72,16 +72,13 @@ _LOG_2PI = math.log(2.0 * math.pi)
 class GaussianStats(NamedTuple):
     """Expected sufficient statistics about per-component centres c_k (module docstring).
 
-    counts (K,) Σ_n r_nk; anchor (K, D) Σ_n r_nk c_k (so c_k = anchor / n_k);
-    first (K, D) Σ_n r_nk (x_n - c_k); second Σ_n r_nk (x_n - c_k)(...)ᵀ: (K, D, D) full,
-    (D, D) tied (summed over k), (K, D) diag, (K,) spherical (the trace).
-    Additive in float64, where the centres are a function of the parameters: the
-    statistics of two parts of the data add leaf by leaf to those of the whole. In
-    float32 each part is centred at its own means (precision first), so parts do not add.
+    counts (K,) Σ_n r_nk; first (K, D) Σ_n r_nk (x_n - c_k); second Σ_n r_nk (x_n - c_k)(...)ᵀ:
+    (K, D, D) full, (D, D) tied (summed over k), (K, D) diag, (K,) spherical (the trace).
+    Additive: with the centres a function of the parameters (`GaussianFamily.centres`), the
+    statistics of two parts of the data add leaf by leaf to those of the whole.
     """
 
     counts: jax.Array
-    anchor: jax.Array
     first: jax.Array
     second: jax.Array
 
@@ -91,8 +88,8 @@ class GaussianEstimate(NamedTuple):
 
     counts (K,) = Σ_n r_nk + 10 eps; means (K, D); covariances of the covariance
     type's shape (reg_covar included); resolution (K, D): per component and
-    coordinate, the variance below which the computed value is rounding noise,
-    10 eps·m_ki² + (10 eps)²·E_k[(x_i - c_ki)²] (m_k = μ_k - c_k).
+    coordinate, the variance below which the computed value is rounding noise
+    (`GaussianFamily.estimate`).
     """
 
     counts: jax.Array
@@ -123,6 +120,7 @@ class GaussianFamily:
                 f"covariance_type: expected one of {COVARIANCE_TYPES}, got {self.covariance_type!r}."
             )
         check_hyperparameter(self.reg_covar, "reg_covar")
+        as_hyperparameters(self, ("reg_covar",))
 
     # --- log-densities --------------------------------------------------------------------
 
@@ -182,112 +180,129 @@ class GaussianFamily:
 
     # --- expected statistics and the M-step -----------------------------------------------
 
-    def centres(self, means: jax.Array, mixing: jax.Array | None = None) -> jax.Array | None:
-        """(K, D) points, a function of the parameters alone, that float64 statistics are taken
-        about: one shift for all, c = Σ_k π_k μ_k (`mixing` π; the mean of the means when None),
-        which equals the data mean after any M-step of a mixture, so the moments Rᵀ Φ(x - c)
-        are one matrix product and add up over parts of the data. None in float32: there
-        `statistics` takes each component's weighted mean of the data itself as its centre."""
+    def centres(self, means: jax.Array, mixing: jax.Array | None = None) -> jax.Array:
+        """(K, D): the points the statistics of each component are taken about, a function of
+        the parameters alone (so statistics of parts of the data add up leaf by leaf).
+
+        float64: one shift for all, c = Σ_k π_k μ_k (`mixing` π; the mean of the means when
+        None), which equals the data mean after any M-step of a mixture, so the moments
+        Rᵀ Φ(x - c) are one matrix product. float32: each component's current mean μ_k, so
+        near convergence a variance is a sum of squares of centred values and keeps its
+        digits."""
         if not uses_features(means.dtype):
-            return None
+            return means
         shift = jnp.mean(means, axis=0) if mixing is None else mixing @ means / jnp.sum(mixing)
         return jnp.broadcast_to(shift, means.shape)
 
-    def statistics(self, responsibilities: jax.Array, x: jax.Array,
-                   centres: jax.Array | None = None) -> GaussianStats:
-        """Σ_n r_nk [1, c_k, x_n - c_k, (x_n - c_k)(x_n - c_k)ᵀ] (`GaussianStats`) for
-        responsibilities (N, K) (weighted, zero on padding) and data x (N, D).
+    def statistics(self, responsibilities: jax.Array, x: jax.Array, centres: jax.Array) -> GaussianStats:
+        """Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(x_n - c_k)ᵀ] (`GaussianStats`) for
+        responsibilities (N, K) (weighted, zero on padding), data x (N, D) and centres c (K, D).
 
-        float64: about `centres` (K, D) (`centres`; the weighted data mean when None), one
-        matrix product. float32: about each component's weighted mean of x (a first pass),
-        so the second moments are sums of squares of centred values (two passes)."""
+        float64: ONE matrix product Rᵀ Φ(x - c_0) about the first centre, moved exactly to
+        each component's centre (no work when they coincide, as `centres` makes them).
+        float32: each component about its own centre, one component at a time (full, tied)
+        or over blocks of rows (diag, spherical)."""
         r = responsibilities
         dtype = r.dtype
         kind = self.covariance_type
         counts = jnp.sum(r, axis=0)
+        dim = x.shape[-1]
+        centres = centres.astype(dtype)
         if uses_features(dtype):
-            if centres is None:
-                total = jnp.sum(r, axis=1)
-                mean = total @ x.astype(dtype) / jnp.sum(total)
-                centres = jnp.broadcast_to(mean, (r.shape[1], x.shape[-1]))
             shift = centres[0]
             u = (x - shift).astype(dtype)
-            dim = u.shape[-1]
             moments = r.T @ self._features(u)  # (K, F): [second-order, first, count]
             first, packed = moments[:, -1 - dim:-1], moments[:, :-1 - dim]
+            delta = centres - shift  # (K, D): zero for a shared centre
+            moved = first - counts[:, None] * delta
             if kind in ("full", "tied"):
                 rows, cols = np.triu_indices(dim)
                 second = jnp.zeros((r.shape[1], dim, dim), dtype).at[:, rows, cols].set(packed)
                 second = second.at[:, cols, rows].set(packed)
-                if kind == "tied":
-                    second = jnp.sum(second, axis=0)
+                cross = first[:, :, None] * delta[:, None, :]
+                second = (second - cross - jnp.swapaxes(cross, 1, 2)
+                          + counts[:, None, None] * delta[:, :, None] * delta[:, None, :])
+            elif kind == "diag":
+                second = packed - 2 * delta * first + counts[:, None] * delta * delta
             else:
-                second = packed if kind == "diag" else packed[:, 0]
-            return GaussianStats(counts, counts[:, None] * centres, first, second)
-        shift = jnp.mean(x, axis=0)
-        u = (x - shift).astype(dtype)
-        m = (r.T @ u) / (counts + 10 * jnp.finfo(dtype).eps)[:, None]  # first pass: the centres - shift
+                second = (packed[:, 0] - 2 * jnp.sum(delta * first, axis=1)
+                          + counts * jnp.sum(delta * delta, axis=1))
+        else:
+            shift = jnp.mean(centres, axis=0)
+            u = (x - shift).astype(dtype)
+            m = centres - shift
+            # Sums of the centred values d = x_n - c_k themselves (not Rᵀu - n·m, which cancels
+            # and whose rounding noise XLA may compute differently in two fusions).
+            if kind in ("full", "tied"):
+                def moments(args):  # (Σ_n r_nk d, Σ_n r_nk d dᵀ), one component at a time
+                    weights, mean = args
+                    weighted = (u - mean) * weights[:, None]
+                    return jnp.sum(weighted, axis=0), weighted.T @ (u - mean)
 
+                moved, second = jax.lax.map(moments, (r.T, m))  # (K, D), (K, D, D)
+            else:
+                moved, second = _diagonal_moments(r, u, m)  # (K, D) each
+                if kind == "spherical":
+                    second = jnp.sum(second, axis=1)
         if kind in ("full", "tied"):
-            def scatter(args):  # Σ_n r_nk d dᵀ with d = x_n - c_k, one component at a time
-                weights, mean = args
-                d = u - mean
-                return (d * weights[:, None]).T @ d
-
-            second = jax.lax.map(scatter, (r.T, m))  # (K, D, D)
+            # Exactly symmetric: the lower triangle is a copy of the upper one.
+            second = jnp.triu(second) + jnp.swapaxes(jnp.triu(second, 1), 1, 2)
             if kind == "tied":
                 second = jnp.sum(second, axis=0)
-        else:
-            second = _diagonal_scatters(r, u, m)  # (K, D)
-            if kind == "spherical":
-                second = jnp.sum(second, axis=1)
-        first = jnp.zeros_like(m)  # Σ_n r_nk (x_n - c_k) = 0 about the component's own mean
-        return GaussianStats(counts, counts[:, None] * (shift + m), first, second)
+        return GaussianStats(counts, moved, second)
 
-    def estimate(self, stats: GaussianStats) -> GaussianEstimate:
-        """The weighted MLE from statistics (scikit-learn's estimator, module docstring), before
-        the positive-definite repair."""
+    def estimate(self, stats: GaussianStats, centres: jax.Array) -> GaussianEstimate:
+        """The weighted MLE from statistics about `centres` (K, D) (scikit-learn's estimator,
+        module docstring), before the positive-definite repair. A component without
+        responsibility keeps its centre as its mean."""
         dtype = stats.first.dtype
         eps = jnp.finfo(dtype).eps
         dim = stats.first.shape[-1]
         counts = stats.counts + 10 * eps
-        positive = stats.counts[:, None] > 0
-        centres = jnp.where(positive, stats.anchor / jnp.where(positive, stats.counts[:, None], 1.0), 0.0)
         m = stats.first / counts[:, None]  # new mean - centre
-        means = centres + m
+        means = centres.astype(dtype) + m
+        reg = jnp.asarray(self.reg_covar, dtype)
         eye = jnp.eye(dim, dtype=dtype)
         outer = m[:, :, None] * m[:, None, :]
         kind = self.covariance_type
         if kind == "full":
-            covariances = stats.second / counts[:, None, None] - outer + self.reg_covar * eye
+            covariances = stats.second / counts[:, None, None] - outer + reg * eye
             spread = jnp.diagonal(stats.second, axis1=-2, axis2=-1) / counts[:, None]
         elif kind == "tied":
             pooled = stats.second - jnp.einsum("k,kij->ij", counts, outer)
-            covariances = pooled / jnp.sum(counts) + self.reg_covar * eye
+            covariances = pooled / jnp.sum(counts) + reg * eye
             spread = jnp.broadcast_to(jnp.diagonal(stats.second) / jnp.sum(counts), m.shape)
         elif kind == "diag":
             spread = stats.second / counts[:, None]
-            covariances = spread - m * m + self.reg_covar
+            covariances = spread - m * m + reg
         else:
             mean_square = stats.second / (dim * counts)
-            covariances = mean_square - jnp.sum(m * m, axis=1) / dim + self.reg_covar
+            covariances = mean_square - jnp.sum(m * m, axis=1) / dim + reg
             spread = jnp.broadcast_to(mean_square[:, None], m.shape)
-        # The rounding level of a variance: one pass (float64) E[(x - c)²]·10 eps; two passes
-        # (float32, m = 0) (10 eps)²·E[(x - μ)²].
-        one_pass = uses_features(dtype)
-        resolution = (10 * eps if one_pass else (10 * eps) ** 2) * (spread + m * m)
+        # The rounding level of a variance E[(x - c)²] - m²: float64 (one shared centre)
+        # 10 eps·E[(x - c)²]; float32 (centred at the current means) 10 eps·m² + (10 eps)²·E[(x - c)²].
+        if uses_features(dtype):
+            resolution = 10 * eps * spread
+        else:
+            resolution = 10 * eps * m * m + (10 * eps) ** 2 * spread
         return GaussianEstimate(counts, means, covariances, resolution)
 
-    def maximize(self, stats: GaussianStats) -> GaussianEstimate:
+    def maximize(self, stats: GaussianStats, centres: jax.Array) -> GaussianEstimate:
         """`estimate`, with covariances made positive definite (`positive_definite`)."""
-        estimate = self.estimate(stats)
+        estimate = self.estimate(stats, centres)
         return estimate._replace(covariances=self.positive_definite(estimate))
 
     def weighted_mle(self, responsibilities: jax.Array, x: jax.Array) -> GaussianEstimate:
         """The weighted MLE for responsibilities (N, K) and data x (N, D), where there are no
-        parameters yet (`init`): `maximize(statistics(r, x))`. Rows with zero responsibility
+        parameters yet (`init`): the weighted means first, then the statistics about them
+        (float32; the weighted data mean in float64). Rows with zero responsibility
         (padding) contribute nothing."""
-        return self.maximize(self.statistics(responsibilities, x))
+        r = responsibilities
+        x = x.astype(r.dtype)
+        counts = jnp.sum(r, axis=0)
+        first_pass = (r.T @ x) / (counts + 10 * jnp.finfo(r.dtype).eps)[:, None]
+        centres = self.centres(first_pass, counts)
+        return self.maximize(self.statistics(r, x, centres), centres)
 
     def positive_definite(self, estimate: GaussianEstimate) -> jax.Array:
         """Covariances that are positive definite in their own dtype, whatever the data.
@@ -431,8 +446,8 @@ class GaussianFamily:
                 "spherical": (num_components,), "tied": (dim, dim)}[self.covariance_type]
 
 
-def _diagonal_scatters(r: jax.Array, u: jax.Array, m: jax.Array, block: int = 2048) -> jax.Array:
-    """Σ_n r_nk (u_n - m_k)² per component and coordinate: (K, D).
+def _diagonal_moments(r: jax.Array, u: jax.Array, m: jax.Array, block: int = 2048):
+    """(Σ_n r_nk (u_n - m_k), Σ_n r_nk (u_n - m_k)²) per component and coordinate: (K, D) each.
 
     Over blocks of `block` rows (zero-padded; padded rows have r = 0), so the
     (block, K, D) intermediate stays small: on CPU about 3× faster than one
@@ -445,8 +460,11 @@ def _diagonal_scatters(r: jax.Array, u: jax.Array, m: jax.Array, block: int = 20
     u_blocks = jnp.pad(u, ((0, pad), (0, 0))).reshape(num_blocks, block, dim)
     r_blocks = jnp.pad(r, ((0, pad), (0, 0))).reshape(num_blocks, block, r.shape[1])
 
-    def add_block(total, rows):
+    def add_block(totals, rows):
         u_b, r_b = rows
-        return total + jnp.einsum("nk,nkd->kd", r_b, jnp.square(u_b[:, None, :] - m[None])), None
+        d = u_b[:, None, :] - m[None]
+        first = totals[0] + jnp.einsum("nk,nkd->kd", r_b, d)
+        return (first, totals[1] + jnp.einsum("nk,nkd->kd", r_b, d * d)), None
 
-    return jax.lax.scan(add_block, jnp.zeros(m.shape, u.dtype), (u_blocks, r_blocks))[0]
+    zeros = jnp.zeros(m.shape, u.dtype)
+    return jax.lax.scan(add_block, (zeros, zeros), (u_blocks, r_blocks))[0]

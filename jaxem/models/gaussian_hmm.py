@@ -35,7 +35,7 @@ from jaxem.models.hmm_common import (
 )
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
-from jaxem.tree import pytree_dataclass, static_field
+from jaxem.tree import as_hyperparameters, pytree_dataclass, static_field
 
 __all__ = ["GaussianHMM", "GaussianHMMParams", "gaussian_hmm"]
 
@@ -68,6 +68,7 @@ class GaussianHMM(ProbabilityChain):
     def __post_init__(self):
         self.check_settings(("initial_prior", "transition_prior"))
         GaussianFamily(self.covariance_type, self.reg_covar)  # validates both
+        as_hyperparameters(self, ("reg_covar",))
 
     @property
     def family(self) -> GaussianFamily:
@@ -76,8 +77,8 @@ class GaussianHMM(ProbabilityChain):
     # --- the model ----------------------------------------------------------------------------
 
     def centres(self, params: GaussianHMMParams) -> jax.Array:
-        """(K, D) in float64: the points the emission statistics are taken about
-        (`GaussianFamily.centres`); None in float32."""
+        """(K, D): the points the emission statistics are taken about, a function of θ alone
+        (`GaussianFamily.centres`: the mean of the μ_k in float64, each μ_k in float32)."""
         return self.family.centres(params.means)
 
     def emission_table(self, params: GaussianHMMParams, data: Any) -> jax.Array:
@@ -101,7 +102,7 @@ class GaussianHMM(ProbabilityChain):
 
     def maximize_emission(self, stats: GaussianStats, params: GaussianHMMParams) -> dict:
         """Means and covariances (kept positive definite) from the emission statistics."""
-        estimate = self.family.maximize(stats)
+        estimate = self.family.maximize(stats, self.centres(params))
         return {"means": estimate.means, "covariances": estimate.covariances}
 
     # --- initialisation -------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from jaxem.families.gaussian import GaussianFamily, GaussianStats
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.mixture import MixturePosterior, MixtureStructure
-from jaxem.tree import pytree_dataclass, static_field
+from jaxem.tree import as_hyperparameters, pytree_dataclass, static_field
 from jaxem.validation import (
     check_array,
     check_data,
@@ -65,6 +65,7 @@ class GaussianMixtureModel(MixtureStructure):
     def __post_init__(self):
         check_num_states(self.num_components, "num_components")
         GaussianFamily(self.covariance_type, self.reg_covar)  # validates both
+        as_hyperparameters(self, ("reg_covar",))
 
     @property
     def family(self) -> GaussianFamily:
@@ -82,8 +83,8 @@ class GaussianMixtureModel(MixtureStructure):
         return jnp.log(params.weights[z]) + self.family.log_density(x, params.means[z], cov)
 
     def centres(self, params: GaussianMixtureParams) -> jax.Array:
-        """(K, D) in float64: the points the statistics are taken about (`GaussianFamily.centres`);
-        None in float32 (each component's own weighted mean)."""
+        """(K, D): the points the statistics are taken about, a function of θ alone
+        (`GaussianFamily.centres`: Σ_k w_k μ_k in float64, each μ_k in float32)."""
         return self.family.centres(params.means, params.weights)
 
     def log_potentials(self, params: GaussianMixtureParams, data: jax.Array) -> jax.Array:
@@ -95,13 +96,13 @@ class GaussianMixtureModel(MixtureStructure):
     def statistics(self, posterior: MixturePosterior, data: jax.Array,
                    params: GaussianMixtureParams) -> GaussianStats:
         """The expected sufficient statistics Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(...)ᵀ] about
-        `centres(params)`: additive over rows in float64 (for the same `params`)."""
+        `centres(params)`: additive over rows (for the same `params`)."""
         return self.family.statistics(posterior.marginals, data, self.centres(params))
 
     def maximize(self, stats: GaussianStats, params: GaussianMixtureParams) -> GaussianMixtureParams:
         """The closed-form M-step (the default; `jaxem.Statistics`) from the statistics:
         weights n_k / Σ n, the weighted means and covariances (kept positive definite)."""
-        return _params(self.family.maximize(stats))
+        return _params(self.family.maximize(stats, self.centres(params)))
 
     def from_responsibilities(self, responsibilities: jax.Array, data: jax.Array) -> GaussianMixtureParams:
         """Parameters maximising Q for the given responsibilities (N, K) without a current

@@ -30,6 +30,7 @@ from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_decoding import sample_chain
 from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.sequences import Sequences
+from jaxem.tree import as_hyperparameters
 from jaxem.validation import (
     check_array,
     check_finite_tree,
@@ -182,10 +183,12 @@ class ProbabilityChain(ChainStructure):
     params) -> dict of new fields` and `emission_log_prior(params)`."""
 
     def check_settings(self, priors: tuple) -> None:
-        """The constructor's checks: K, the prior parameters named in `priors`, the algorithm."""
+        """The constructor's checks: K, the prior parameters named in `priors` (stored as Python
+        floats, `jaxem.tree.as_hyperparameters`), the algorithm."""
         check_num_states(self.num_states)
         for name in priors:
             check_concentration(getattr(self, name), name)
+        as_hyperparameters(self, priors)
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm: expected one of {tuple(ALGORITHMS)}, got {self.algorithm!r}.")
 
