@@ -56,7 +56,7 @@ class FitResult(NamedTuple):
     Attributes:
       params: the final parameters θ_T (same pytree as `params0`).
       log_likelihood: ℓ(θ_T), the objective at `params`: the observed-data
-        log-likelihood, plus `log_prior(params)` when a prior was given.
+        log-likelihood, plus the prior (the caller's `log_prior`, else the model's own).
       history: (max_iter,) objective before each M-step, history[i] = ℓ(θ_i)
         for i < num_iters, NaN after (scikit-learn's `lower_bounds_` times N).
       num_iters: T, the number of M-steps taken (int32).
@@ -120,9 +120,9 @@ def fit(
       convergence: "absolute" (|Δℓ| < tol·N, default) or "gain" (Δℓ < tol·N).
 
     Returns:
-      A `FitResult`. `jax.jit(fit, static_argnums=0, static_argnames=("m_step",
-      "log_prior", "max_iter", "convergence"))` and `jax.vmap` over `params0` both
-      work; the function is also compiled internally, once per model structure
+      A `FitResult`. `jax.jit(lambda model, x, p: fit(model, x, p, ...))` (the model
+      a pytree argument) and `jax.vmap` over `params0` both work; the function is
+      also compiled internally, once per model structure
       (static fields), M-step, prior, `max_iter`, convergence rule and input
       shapes: new values of a model's hyperparameters, of the data, the weights or
       `tol` reuse the compiled program.

@@ -98,7 +98,10 @@ def em_step(model: Any, *, m_step: Any = None, log_prior: Callable | None = None
 
     `init` checks its inputs in Python (as `jaxem.fit` does; value checks are skipped
     under jit/vmap); `step` checks nothing and is pure. Ten steps from `init(θ_0, x)`
-    give the parameters of `jaxem.fit(model, x, θ_0, max_iter=10, tol=0)`.
+    give the parameters of `jaxem.fit(model, x, θ_0, max_iter=10, tol=0)`. The kernel
+    closes over `model`: `jax.jit(kernel.step)` compiles once per kernel, so a new
+    hyperparameter value (a new model, a new kernel) compiles anew; `jaxem.fit` passes
+    the model as an argument instead and does not.
     """
     from jaxem.engine.fit import check_inputs
 

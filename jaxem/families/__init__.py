@@ -2,9 +2,9 @@
 
 - `scalar`: log-densities of one observation (normal, multivariate normal,
   Poisson, categorical), for writing `log_joint` functions.
-- `gaussian`: Gaussian log-density tables of N points under K components
-  (centred per component) and the two-pass weighted MLE, for four covariance
-  types.
+- `gaussian`: Gaussian log-density tables of N points under K components, the
+  additive expected statistics `GaussianStats`, the weighted MLE from them and the
+  positive-definite repair, for four covariance types.
 """
 
 from jaxem.families.gaussian import COVARIANCE_TYPES, GaussianEstimate, GaussianFamily

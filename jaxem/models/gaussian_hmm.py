@@ -1,10 +1,10 @@
 """The Gaussian hidden Markov model, x_t | z_t = k ~ N(μ_k, Σ_k), with a fast closed-form M-step.
 
 The emission table of all T steps (of all sequences) is computed for all states
-at once, centred per state, and the closed-form M-step is the two-pass weighted
-MLE with the state probabilities γ as weights (`jaxem.families.GaussianFamily`).
-Everything else (forward
-recursion, posterior, Q, Viterbi) comes from `ChainStructure`.
+at once (`jaxem.families.GaussianFamily`), the emission statistics are the Gaussian
+family's with the state probabilities γ as weights, and the closed-form M-step is
+the family's weighted MLE, kept positive definite as the mixture's is. Everything
+else (forward recursion, posterior, Q, Viterbi) comes from `ChainStructure`.
 
 The M-step is Baum–Welch's (hmmlearn's `GaussianHMM` with `covars_prior=0`,
 `covars_weight=1`, no mean prior): means Σ_t γ_tk x_t / Σ_t γ_tk, covariances

@@ -197,7 +197,7 @@ class GaussianMixtureModel(MixtureStructure):
           with reg_covar = 0 pass a threshold).
 
         Pure and jittable; vmap it over restarts. The fit itself stays finite either
-        way (reg_covar and the floor of `from_responsibilities`); this says what happened.
+        way (reg_covar and `GaussianFamily.positive_definite`); this says what happened.
         (Eigenvalues below about eps·(largest) are not resolved: in float32 a component
         with condition number beyond ~1e6 may be flagged by rounding alone.)
         """

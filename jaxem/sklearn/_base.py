@@ -19,8 +19,8 @@ NumPy back to scikit-learn's world. The pieces here, in the order a fit uses the
 - `draw`: samples of the fitted model in a padded batch.
 
 The fit programs themselves stay in the faces: their starting points, static
-arguments and outputs differ (the HMM's tracks a running maximum, see
-`convergence="gain"` of `jaxem.fit`).
+arguments and outputs differ (the HMM's stops by hmmlearn's signed rule,
+`convergence="gain"` of `jaxem.fit`, with no prior in its objective).
 """
 
 from __future__ import annotations
