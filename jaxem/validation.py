@@ -513,12 +513,13 @@ def _m_step_mismatch(m_step, log_prior, one_step, arrays) -> str:
 
 def check_fit_inputs(model: Any, data: Any, params0: Any, m_step: Any, log_prior: Any, *,
                      one_step: Callable, weights: Any = None, batch_ndim: int = 0,
-                     name: str = "params0") -> None:
+                     name: str = "params0", own_prior: Callable | None = None) -> None:
     """What `fit` (batch_ndim=0) and `fit_restarts` (batch_ndim=1) check before tracing,
     given the resolved M-step: the data (`model.check_data`), the M-step's optimizer,
-    the starting parameters (`model.check_params`), that `log_prior` returns a
-    scalar, and that one M-step keeps the parameters' structure and shapes (the
-    last two traced on shapes alone, so they also run under jit/vmap)."""
+    the starting parameters (`model.check_params`), that `log_prior` (else the
+    model's own prior `own_prior`) returns a scalar, and that one M-step keeps the
+    parameters' structure and shapes (the last two traced on shapes alone, so they
+    also run under jit/vmap)."""
     check_model_data(model, data)
     optimizer = getattr(m_step, "optimizer", None)
     if optimizer is not None:
@@ -529,4 +530,7 @@ def check_fit_inputs(model: Any, data: Any, params0: Any, m_step: Any, log_prior
         check_callable(log_prior, "log_prior")
         check_scalar_function(log_prior, (one_start,), "log_prior", "for one set of parameters",
                               fix="sum the log-densities of all parameters (jnp.sum)")
+    elif own_prior is not None:
+        check_scalar_function(own_prior, (one_start,), "log_prior (the model's own)",
+                              "for one set of parameters", fix="sum the log-densities of all parameters")
     check_m_step_output(model, m_step, log_prior, one_start, abstract(data), abstract(weights), one_step)

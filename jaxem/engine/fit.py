@@ -31,14 +31,7 @@ import jax.numpy as jnp
 from jaxem.engine.kernel import EMState, em_iteration, evaluate, objective_prior
 from jaxem.engine.mstep import Statistics, resolve_m_step
 from jaxem.tree import select
-from jaxem.validation import (
-    abstract,
-    check_fit_inputs,
-    check_fit_settings,
-    check_model_data,
-    check_scalar_function,
-    check_weights,
-)
+from jaxem.validation import check_fit_inputs, check_fit_settings, check_model_data, check_weights
 
 __all__ = ["CONVERGENCE_RULES", "DEFAULT_TOL", "FitResult", "check_inputs", "fit", "fit_options", "run_em"]
 
@@ -176,15 +169,12 @@ def check_inputs(model: Any, data: Any, params0: Any, weights: Any, m_step: Any,
             "prior, not this one; pass m_step=jaxem.Gradient() (or a ClosedForm that maximises "
             "Q + log_prior), or build the model with the prior you want."
         )
-    if log_prior is None and callable(own):
-        check_scalar_function(own, (abstract(params0, batch_ndim),), "log_prior (the model's own)",
-                              "for one set of parameters", fix="sum the log-densities of all parameters")
     shape = getattr(model, "weights_shape", None)
     if weights is not None and shape is not None:
         check_model_data(model, data)
         check_weights(weights, shape(data))
     check_fit_inputs(model, data, params0, m_step, log_prior, weights=weights, batch_ndim=batch_ndim,
-                     one_step=_one_step)
+                     one_step=_one_step, own_prior=own if callable(own) else None)
 
 
 def _one_step(model, m_step, log_prior, params, data, weights):
