@@ -194,14 +194,17 @@ class GaussianFamily:
         shift = jnp.mean(means, axis=0) if mixing is None else mixing @ means / jnp.sum(mixing)
         return jnp.broadcast_to(shift, means.shape)
 
-    def statistics(self, responsibilities: jax.Array, x: jax.Array, centres: jax.Array) -> GaussianStats:
+    def statistics(self, responsibilities: jax.Array, x: jax.Array, centres: jax.Array,
+                   shift: jax.Array | None = None) -> GaussianStats:
         """Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(x_n - c_k)ᵀ] (`GaussianStats`) for
         responsibilities (N, K) (weighted, zero on padding), data x (N, D) and centres c (K, D).
 
-        float64: ONE matrix product Rᵀ Φ(x - c_0) about the first centre, moved exactly to
-        each component's centre (no work when they coincide, as `centres` makes them).
-        float32: each component about its own centre, one component at a time (full, tied)
-        or over blocks of rows (diag, spherical)."""
+        float64: ONE matrix product Rᵀ Φ(x - s) about a shift s of the data alone (`shift`,
+        default the mean of x), so that inside a fit XLA computes the features Φ once,
+        outside the loop; the moments are then moved exactly from s to each centre c_k
+        (a small correction: c_k is near the data mean). float32: each component about its
+        own centre, one component at a time (full, tied) or over blocks of rows (diag,
+        spherical)."""
         r = responsibilities
         dtype = r.dtype
         kind = self.covariance_type
@@ -209,11 +212,11 @@ class GaussianFamily:
         dim = x.shape[-1]
         centres = centres.astype(dtype)
         if uses_features(dtype):
-            shift = centres[0]
+            shift = jnp.mean(x, axis=0) if shift is None else shift
             u = (x - shift).astype(dtype)
             moments = r.T @ self._features(u)  # (K, F): [second-order, first, count]
             first, packed = moments[:, -1 - dim:-1], moments[:, :-1 - dim]
-            delta = centres - shift  # (K, D): zero for a shared centre
+            delta = centres - shift  # (K, D): from the data's shift to each centre
             moved = first - counts[:, None] * delta
             if kind in ("full", "tied"):
                 rows, cols = np.triu_indices(dim)
@@ -302,7 +305,9 @@ class GaussianFamily:
         counts = jnp.sum(r, axis=0)
         first_pass = (r.T @ x) / (counts + 10 * jnp.finfo(r.dtype).eps)[:, None]
         centres = self.centres(first_pass, counts)
-        return self.maximize(self.statistics(r, x, centres), centres)
+        total = jnp.sum(r, axis=1)
+        shift = total @ x / jnp.sum(total)  # the weighted data mean: padding never shifts it
+        return self.maximize(self.statistics(r, x, centres, shift), centres)
 
     def positive_definite(self, estimate: GaussianEstimate) -> jax.Array:
         """Covariances that are positive definite in their own dtype, whatever the data.
@@ -460,11 +465,10 @@ def _diagonal_moments(r: jax.Array, u: jax.Array, m: jax.Array, block: int = 204
     u_blocks = jnp.pad(u, ((0, pad), (0, 0))).reshape(num_blocks, block, dim)
     r_blocks = jnp.pad(r, ((0, pad), (0, 0))).reshape(num_blocks, block, r.shape[1])
 
-    def add_block(totals, rows):
+    def add_block(total, rows):
         u_b, r_b = rows
         d = u_b[:, None, :] - m[None]
-        first = totals[0] + jnp.einsum("nk,nkd->kd", r_b, d)
-        return (first, totals[1] + jnp.einsum("nk,nkd->kd", r_b, d * d)), None
+        return total + jnp.einsum("nk,nkd->kd", r_b, jnp.concatenate([d, d * d], axis=-1)), None
 
-    zeros = jnp.zeros(m.shape, u.dtype)
-    return jax.lax.scan(add_block, (zeros, zeros), (u_blocks, r_blocks))[0]
+    sums = jax.lax.scan(add_block, jnp.zeros((m.shape[0], 2 * dim), u.dtype), (u_blocks, r_blocks))[0]
+    return sums[:, :dim], sums[:, dim:]

@@ -84,9 +84,7 @@ class GaussianHMM(ProbabilityChain):
     def emission_table(self, params: GaussianHMMParams, data: Any) -> jax.Array:
         """ε[t, k] = log N(x_t | μ_k, Σ_k) (`GaussianFamily.log_density_table`):
         (T, K), or (B, T, K) for `Sequences`."""
-        x, valid, unflatten = flatten_steps(data)
-        real = valid.astype(x.dtype)
-        shift = real @ x / jnp.sum(real)  # the mean of the real steps
+        x, unflatten, shift = _steps(data)
         return unflatten(self.family.log_density_table(x, params.means, params.covariances, shift))
 
     def log_emission(self, params: GaussianHMMParams, x: jax.Array, z: jax.Array) -> jax.Array:
@@ -97,8 +95,8 @@ class GaussianHMM(ProbabilityChain):
     def emission_statistics(self, marginals: jax.Array, data: Any,
                             params: GaussianHMMParams) -> GaussianStats:
         """The Gaussian statistics of the steps weighted by γ (N, K), about `centres(params)`."""
-        x, _, _ = flatten_steps(data)
-        return self.family.statistics(marginals, x, self.centres(params))
+        x, _, shift = _steps(data)
+        return self.family.statistics(marginals, x, self.centres(params), shift)
 
     def maximize_emission(self, stats: GaussianStats, params: GaussianHMMParams) -> dict:
         """Means and covariances (kept positive definite) from the emission statistics."""
@@ -164,6 +162,14 @@ class GaussianHMM(ProbabilityChain):
         key_z, key_x = jax.random.split(key)
         z = self.sample_states(key_z, params, num_steps)
         return self.family.sample(key_x, params.means, params.covariances, z), z
+
+
+def _steps(data: Any):
+    """(x (N, D), unflatten, shift): the data's rows (`flatten_steps`) and the mean of the real
+    steps, a shift of the data alone (inside a fit, computed once outside the loop)."""
+    x, valid, unflatten = flatten_steps(data)
+    real = valid.astype(x.dtype)
+    return x, unflatten, real @ x / jnp.sum(real)
 
 
 def gaussian_hmm(num_states: int, covariance_type: str = "full", *, reg_covar: float = 1e-6,
