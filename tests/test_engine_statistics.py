@@ -59,8 +59,11 @@ def test_float32_statistics_add_over_chunks_too(kind):
     params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), model.init(jax.random.key(1), X))
     whole = model.expected_stats(params, x32)
     summed = tree_sum(model.expected_stats(params, x32[:23]), model.expected_stats(params, x32[23:]))
+    # float32 rounding of a sum of N terms of size |x| (a first moment near 0 has no scale of its own)
+    rounding = 1e-6 * GMM_N * float(jnp.max(jnp.abs(x32)))
     for w, s in zip(jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(summed), strict=True):
-        np.testing.assert_allclose(np.asarray(w), np.asarray(s), rtol=0, atol=1e-5 * np.max(np.abs(w)))
+        np.testing.assert_allclose(np.asarray(w), np.asarray(s), rtol=0,
+                                   atol=1e-5 * np.max(np.abs(w)) + rounding)
     stepped = model.maximize(whole, params)
     from_sum = model.maximize(summed, params)
     assert_tree_close(from_sum, stepped, rtol=1e-4, atol=1e-6)

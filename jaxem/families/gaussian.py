@@ -234,8 +234,10 @@ class GaussianFamily:
             shift = jnp.mean(centres, axis=0)
             u = (x - shift).astype(dtype)
             m = centres - shift
-            # Sums of the centred values d = x_n - c_k themselves (not Rᵀu - n·m, which cancels
-            # and whose rounding noise XLA may compute differently in two fusions).
+            # The centred values d = x_n - c_k summed themselves, not Rᵀu - n·m: that
+            # difference cancels, and XLA may compute its rounding noise differently in two
+            # fusions (the outer product m mᵀ then came out asymmetric, and on identical
+            # points the diagonal fit's objective oscillated).
             if kind in ("full", "tied"):
                 def moments(args):  # (Σ_n r_nk d, Σ_n r_nk d dᵀ), one component at a time
                     weights, mean = args
@@ -465,10 +467,11 @@ def _diagonal_moments(r: jax.Array, u: jax.Array, m: jax.Array, block: int = 204
     u_blocks = jnp.pad(u, ((0, pad), (0, 0))).reshape(num_blocks, block, dim)
     r_blocks = jnp.pad(r, ((0, pad), (0, 0))).reshape(num_blocks, block, r.shape[1])
 
-    def add_block(total, rows):
+    def add_block(totals, rows):
         u_b, r_b = rows
         d = u_b[:, None, :] - m[None]
-        return total + jnp.einsum("nk,nkd->kd", r_b, jnp.concatenate([d, d * d], axis=-1)), None
+        first = totals[0] + jnp.einsum("nk,nkd->kd", r_b, d)
+        return (first, totals[1] + jnp.einsum("nk,nkd->kd", r_b, d * d)), None
 
-    sums = jax.lax.scan(add_block, jnp.zeros((m.shape[0], 2 * dim), u.dtype), (u_blocks, r_blocks))[0]
-    return sums[:, :dim], sums[:, dim:]
+    zeros = jnp.zeros(m.shape, u.dtype)
+    return jax.lax.scan(add_block, (zeros, zeros), (u_blocks, r_blocks))[0]
