@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.engine.mstep import resolve_m_step
+
 __all__ = [
     "all_finite",
     "check_int",
@@ -98,22 +100,19 @@ def padded_rows(X: np.ndarray, num_rows: int) -> np.ndarray:
 # --- inside the jitted fit programs ----------------------------------------------------------------
 
 
-def one_more_m_step(model, params, data, maximize=None):
+def one_more_m_step(model, params, data, m_step=None):
     """θ_{T+1} = M(θ_T) for every restart, and ℓ(θ_T) from the same E-step.
 
     `params` has a leading restart axis R on every leaf; the result is
-    (parameters, log-likelihoods (R,)), vmapped over R. `maximize` is the
-    M-step as `fn(posterior, data, params)` (`jaxem.ClosedForm`'s form);
-    default: the model's own closed form from its statistics. Call it inside a
-    jitted program.
+    (parameters, log-likelihoods (R,)), vmapped over R. `m_step` is an M-step
+    strategy (default: the model's own, `jaxem.engine.mstep.resolve_m_step`). Call it
+    inside a jitted program.
     """
-    if maximize is None:
-        def maximize(posterior, data, theta):
-            return model.maximize(model.statistics(posterior, data, theta), theta)
+    m_step = resolve_m_step(model, m_step)
 
     def step(theta):
         posterior = model.exact_e_step(theta, data)
-        return maximize(posterior, data, theta), posterior.log_likelihood
+        return m_step.update(model, theta, posterior, data, None), posterior.log_likelihood
 
     return jax.vmap(step)(params)
 

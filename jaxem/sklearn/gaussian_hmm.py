@@ -441,9 +441,6 @@ class _HmmlearnMStep(MStep):
 
     def update(self, model, params: GaussianHMMParams, posterior, data, log_prior) -> GaussianHMMParams:
         del log_prior  # hmmlearn's priors are this M-step's own
-        return self(model, posterior, data, params)
-
-    def __call__(self, model, posterior, data, params: GaussianHMMParams) -> GaussianHMMParams:
         initial, transition, means, covariances = params
         if "s" in self.letters:
             initial = dirichlet_map(posterior.initial_counts, jnp.asarray(self.startprob_prior), initial)
@@ -519,8 +516,7 @@ def _fit_program(model, m_step, data, rows, keys, starts, tol, em_iters: int):
     result = fit_restarts(model, data, params0, m_step=m_step, log_prior=_no_prior, max_iter=em_iters,
                           tol=tol, convergence="gain", strategy="exhaustive")
 
-    final, last = _base.one_more_m_step(model, result.restarts.params, data,
-                                        functools.partial(m_step, model))
+    final, last = _base.one_more_m_step(model, result.restarts.params, data, m_step)
     return params0, result.restarts, final, last
 
 
