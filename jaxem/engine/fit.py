@@ -16,7 +16,13 @@ convention of scikit-learn's GaussianMixture (`convergence="absolute"`; with
 `convergence="gain"` the signed test ℓ(θ_T) - ℓ(θ_{T-1}) < tol · N, hmmlearn's,
 which a decrease also meets); or when T = `max_iter`; or when an iterate has a
 non-finite objective or parameters, in which case the last finite iterate is
-kept and `FitResult.finite` is False."""
+kept and `FitResult.finite` is False.
+
+`fit` composes with `jax.grad`, `vjp`, `jvp` and `jacfwd`: derivatives of `params`
+and `log_likelihood` with respect to the data, the weights, the model's
+hyperparameters and anything the model's functions close over are those of the
+fixed point (`jaxem.engine.implicit`); the loop itself is never differentiated,
+and `params0`, `history` and the counters carry no derivative."""
 
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxem.engine.implicit import implicit_outputs, perturbed_closures, run_stopped
 from jaxem.engine.kernel import EMState, em_iteration, evaluate, objective_prior
 from jaxem.engine.mstep import Statistics, resolve_m_step
 from jaxem.tree import select
@@ -113,7 +120,10 @@ def fit(
       convergence: "absolute" (|Δℓ| < tol·N, default) or "gain" (Δℓ < tol·N).
 
     Returns:
-      A `FitResult`. `jax.jit(lambda model, x, p: fit(model, x, p, ...))` (the model
+      A `FitResult`. Differentiable by implicit differentiation at the fixed point
+      (module docstring): exact for a converged fit, so use a small `tol` when
+      differentiating; derivatives with respect to `params0` are zero.
+      `jax.jit(lambda model, x, p: fit(model, x, p, ...))` (the model
       a pytree argument) and `jax.vmap` over `params0` both work; the function is
       also compiled internally, once per model structure
       (static fields), M-step, prior, `max_iter`, convergence rule and input
@@ -138,7 +148,15 @@ def fit(
     check_convergence(convergence)
     m_step = resolve_m_step(model, m_step)
     check_inputs(model, data, params0, weights, m_step, log_prior)
-    return _fit_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter, convergence)
+    eta = (model, data, weights)
+    converted = perturbed_closures(m_step, log_prior, params0, eta)
+
+    def loop(model, data, params0, weights, tol):
+        return _fit_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter, convergence)
+
+    result = run_stopped(loop, converted, model, data, params0, weights, tol)
+    params, value = implicit_outputs(converted, result.params, result.log_likelihood, eta)
+    return result._replace(params=params, log_likelihood=value)
 
 
 def fit_options(options: dict, caller: str) -> dict:

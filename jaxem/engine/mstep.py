@@ -53,7 +53,15 @@ def default_optimizer() -> optax.GradientTransformationExtraArgs:
 
 
 class MStep:
-    """Base of the M-step strategies: no memory across EM iterations by default."""
+    """Base of the M-step strategies: no memory across EM iterations by default.
+
+    `stationary` says what a converged fit satisfies, for gradients through it
+    (`jaxem.engine.implicit`): False (the default) for an M-step that maximises Q
+    exactly, whose fixed point θ* = T(θ*) is differentiated; True for one that only
+    climbs Q (`Gradient`), whose limit is differentiated as a stationary point of ℓ.
+    """
+
+    stationary = False
 
     def update(self, model, params, posterior, data, log_prior):
         raise NotImplementedError
@@ -133,6 +141,7 @@ class Gradient(MStep):
 
     optimizer: optax.GradientTransformation | None = None
     num_steps: int = 10
+    stationary = True  # its iterates are no exact map: gradients use ∇ℓ(θ*) = 0
 
     def __post_init__(self):
         opt = self.optimizer

@@ -15,7 +15,10 @@ restarts to convergence at once costs R × (iterations of the slowest restart).
   among the best after the short runs (the 32-restart benchmark shows one such
   case), so it is opt-in.
 
-A restart whose objective is not finite is never chosen as best.
+A restart whose objective is not finite is never chosen as best. Derivatives
+(`jax.grad` and friends) reach `best.params` and `best.log_likelihood` by implicit
+differentiation at the best restart's fixed point (`jaxem.engine.implicit`); the
+choice of the best and the other restarts carry none.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxem.engine.fit import FitResult, check_convergence, check_inputs, fit_options, run_em
+from jaxem.engine.implicit import implicit_outputs, perturbed_closures, run_stopped
 from jaxem.engine.mstep import resolve_m_step
 from jaxem.validation import check_fit_settings, check_int, check_restart_batch
 
@@ -115,8 +119,16 @@ def fit_restarts(
         num_refine, explore_iters = num_restarts, max_iter
     m_step = resolve_m_step(model, m_step)
     check_inputs(model, data, params0, weights, m_step, log_prior, batch_ndim=1)
-    return _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter,
-                              explore_iters, num_refine, convergence)
+    eta = (model, data, weights)
+    converted = perturbed_closures(m_step, log_prior, jax.tree_util.tree_map(lambda a: a[0], params0), eta)
+
+    def loop(model, data, params0, weights, tol):
+        return _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter,
+                                  explore_iters, num_refine, convergence)
+
+    result = run_stopped(loop, converted, model, data, params0, weights, tol)
+    params, value = implicit_outputs(converted, result.best.params, result.best.log_likelihood, eta)
+    return result._replace(best=result.best._replace(params=params, log_likelihood=value))
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10))

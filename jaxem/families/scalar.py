@@ -38,10 +38,14 @@ def mvn_logpdf(x: jax.Array, mean: jax.Array, cov: jax.Array) -> jax.Array:
 
 
 def poisson_logpmf(k: jax.Array, rate: jax.Array) -> jax.Array:
-    """log Poisson(k | rate) = k log rate - rate - log k!, with 0 · log 0 = 0."""
+    """log Poisson(k | rate) = k log rate - rate - log k!, with 0 · log 0 = 0.
+
+    Differentiable in both arguments, k included (k may be a relaxed count): at
+    k = 0 and rate > 0 the k-derivative is log rate - ψ(1), not 0. Only the point
+    k = rate = 0 is guarded (value 0, rate-derivative -1)."""
     k = jnp.asarray(k, jnp.result_type(rate))
-    safe_rate = jnp.where(k > 0, rate, 1.0)
-    return jnp.where(k > 0, k * jnp.log(safe_rate), 0.0) - rate - gammaln(k + 1.0)
+    safe_rate = jnp.where((k == 0) & (rate == 0), 1.0, rate)
+    return k * jnp.log(safe_rate) - rate - gammaln(k + 1.0)
 
 
 def categorical_logpmf(k: jax.Array, log_probs: jax.Array) -> jax.Array:

@@ -1,0 +1,231 @@
+"""Gradients through a fit (`jaxem.engine.implicit`): implicit differentiation at the fixed point.
+
+Oracles: central finite differences of whole refits (float64, fits converged to tol 1e-13), and
+on Dempster, Laird & Rubin's genetic-linkage model the implicit-function theorem in closed form
+with the four phenotype counts as sample weights. Each M-step kind is covered (`Statistics` on
+the ready models, `ClosedForm` and `Gradient` on custom ones), reverse and forward mode agree,
+and the loop itself is never differentiated (reverse mode of a `while_loop` would raise).
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import clustered_data
+
+import jaxem as em
+from jaxem.models import gaussian_hmm, gaussian_mixture
+
+TIGHT = {"max_iter": 3000, "tol": 1e-13}
+# Stopping on |Δℓ| < tol·N leaves θ off by about sqrt(tol) where ℓ is flat; fits whose refits are
+# differenced at 1e-5 or compared at 1e-10 run a fixed number of iterations to machine precision.
+EXACT = {"max_iter": 300, "tol": 0.0}
+
+
+def central_difference(f, x, direction, eps=1e-5):
+    """(f(x + eps d) - f(x - eps d)) / 2 eps: two whole refits."""
+    return (f(x + eps * direction) - f(x - eps * direction)) / (2 * eps)
+
+
+def unit(shape, index):
+    return jnp.zeros(shape).at[index].set(1.0)
+
+
+# --- the Gaussian mixture (Statistics M-step) ---------------------------------------------------
+
+X = jnp.asarray(clustered_data(np.random.default_rng(5), 2, 40, 2))
+FULL = gaussian_mixture(2, "full")
+START = FULL.init(jax.random.key(1), X)
+
+
+def fitted_mean(x):
+    return em.fit(FULL, x, START, **TIGHT).params.means[0, 1]
+
+
+def fitted_log_likelihood(x):
+    return em.fit(FULL, x, START, **TIGHT).log_likelihood
+
+
+@pytest.mark.parametrize("index", [(3, 1), (17, 0)])
+def test_gradient_of_a_fitted_mean_with_respect_to_the_data_equals_refits(index):
+    gradient = jax.grad(fitted_mean)(X)
+    expected = central_difference(fitted_mean, X, unit(X.shape, index))
+    assert float(gradient[index]) == pytest.approx(float(expected), rel=1e-6, abs=1e-9)
+
+
+def test_gradient_of_the_log_likelihood_equals_refits_and_forward_mode():
+    gradient = jax.grad(fitted_log_likelihood)(X)
+    for index in [(0, 0), (21, 1)]:
+        expected = central_difference(fitted_log_likelihood, X, unit(X.shape, index))
+        assert float(gradient[index]) == pytest.approx(float(expected), rel=1e-6)
+    np.testing.assert_allclose(jax.jacfwd(fitted_log_likelihood)(X), gradient, rtol=1e-9, atol=1e-12)
+
+
+def test_jit_of_grad_equals_grad_and_params0_get_zero_gradient():
+    np.testing.assert_allclose(jax.jit(jax.grad(fitted_mean))(X), jax.grad(fitted_mean)(X),
+                               rtol=1e-10, atol=1e-13)
+    by_start = jax.grad(lambda p: em.fit(FULL, X, p, **TIGHT).params.means[0, 1])(START)
+    for leaf in jax.tree_util.tree_leaves(by_start):
+        assert np.all(np.asarray(leaf) == 0.0)
+
+
+DIAG = gaussian_mixture(2, "diag")
+DIAG_START = DIAG.init(jax.random.key(2), X)
+W = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, X.shape[0]))
+
+
+def test_gradients_with_respect_to_weights_and_reg_covar_equal_refits():
+    def by_weights(w):
+        return em.fit(DIAG, X, DIAG_START, weights=w, **TIGHT).params.covariances[1, 0]
+
+    def by_reg(r):
+        return em.fit(gaussian_mixture(2, "diag", reg_covar=r), X, DIAG_START, weights=W,
+                      **TIGHT).params.covariances[1, 0]
+
+    gradient = jax.grad(by_weights)(W)
+    expected = central_difference(by_weights, W, unit(W.shape, 7))
+    assert float(gradient[7]) == pytest.approx(float(expected), rel=1e-6, abs=1e-9)
+    reg = 0.3
+    assert float(jax.grad(by_reg)(reg)) == pytest.approx(float(central_difference(by_reg, reg, 1.0)),
+                                                         rel=1e-6)
+
+
+def test_gradient_through_fit_restarts_is_the_best_restarts():
+    starts = jax.vmap(lambda k: FULL.init(k, X))(jax.random.split(jax.random.key(7), 3))
+
+    def best_mean(x):
+        return em.fit_restarts(FULL, x, starts, **TIGHT).best.params.means[0, 1]
+
+    result = em.fit_restarts(FULL, X, starts, **TIGHT)
+    start = jax.tree_util.tree_map(lambda a: a[int(result.best_index)], starts)
+    single = jax.grad(lambda x: em.fit(FULL, x, start, **TIGHT).params.means[0, 1])(X)
+    np.testing.assert_allclose(jax.grad(best_mean)(X), single, rtol=1e-8, atol=1e-11)
+
+
+# --- a Gaussian HMM -----------------------------------------------------------------------------
+
+def hmm_data():
+    rng = np.random.default_rng(11)
+    states = np.repeat([0, 1, 0, 1], 15)
+    return jnp.asarray(np.array([-1.5, 1.5])[states][:, None] + rng.normal(size=(60, 1)))
+
+
+def test_hmm_gradient_with_respect_to_the_data_equals_refits():
+    y = hmm_data()
+    model = gaussian_hmm(2, "diag")
+    start = model.init(jax.random.key(3), y)
+
+    def fitted(v):
+        result = em.fit(model, v, start, **TIGHT)
+        return result.params.transition[0, 1] + 0.1 * result.log_likelihood
+
+    gradient = jax.grad(fitted)(y)
+    for index in [(4, 0), (33, 0)]:
+        expected = central_difference(fitted, y, unit(y.shape, index))
+        assert float(gradient[index]) == pytest.approx(float(expected), rel=1e-5, abs=1e-8)
+
+
+# --- custom models: ClosedForm and Gradient M-steps, values a log_joint closes over --------------
+
+COUNTS = jnp.array([0, 1, 1, 2, 0, 7, 9, 6, 8, 1, 0, 10], dtype=jnp.float64)  # the README's
+POISSON_START = {"logits": jnp.zeros(2), "log_rates": jnp.log(jnp.array([1.0, 5.0]))}
+
+
+def poisson_model(scale=1.0):
+    def log_joint(params, x, z):
+        log_w = jax.nn.log_softmax(params["logits"])
+        return log_w[z] + em.families.poisson_logpmf(scale * x, jnp.exp(params["log_rates"][z]))
+
+    return em.Mixture(log_joint, 2)
+
+
+def poisson_closed_form(posterior, data, params):
+    counts = jnp.sum(posterior.marginals, axis=0)
+    rates = posterior.marginals.T @ data / counts
+    return {"logits": jnp.log(counts / jnp.sum(counts)), "log_rates": jnp.log(rates)}
+
+
+@pytest.mark.parametrize("m_step", [em.Gradient(), em.ClosedForm(poisson_closed_form)],
+                         ids=["gradient", "closed_form"])
+def test_poisson_rates_by_jacfwd_are_symmetric_in_equal_counts_and_equal_refits(m_step):
+    model = poisson_model()
+
+    def rates(c):
+        return jnp.exp(em.fit(model, c, POISSON_START, m_step=m_step, **TIGHT).params["log_rates"])
+
+    def refitted_rates(c):  # the oracle: closed-form refits, which converge to 1e-13 exactly
+        return jnp.exp(em.fit(model, c, POISSON_START, m_step=em.ClosedForm(poisson_closed_form),
+                              **TIGHT).params["log_rates"])
+
+    jacobian = jax.jacfwd(rates)(COUNTS)   # (2 rates, 12 counts); counts 1, 2 and 9 are all 1
+    np.testing.assert_allclose(jacobian[:, 1], jacobian[:, 2], rtol=1e-7)
+    np.testing.assert_allclose(jacobian[:, 1], jacobian[:, 9], rtol=1e-7)
+    np.testing.assert_allclose(jax.jacrev(rates)(COUNTS), jacobian, rtol=1e-7, atol=1e-10)
+    # (A GEM fit stops when an iteration gains < tol·N, a few 1e-11 short of the optimum, too
+    # coarse for differences of refits with step 1e-5; both M-steps share the fixed point.)
+    for index in (5, 0):   # a zero count has a derivative too (poisson_logpmf at k = 0)
+        expected = central_difference(refitted_rates, COUNTS, unit(COUNTS.shape, index))
+        np.testing.assert_allclose(jacobian[:, index], expected, rtol=1e-5)  # θ_T of a GEM fit: 3e-6
+
+
+def test_gradient_with_respect_to_a_value_the_log_joint_closes_over():
+    def fitted_rate(scale, m_step):
+        return em.fit(poisson_model(scale), COUNTS, POISSON_START, m_step=m_step,
+                      **EXACT).params["log_rates"][1]
+
+    def closed_form(scale):  # the M-step closes over the traced scale too
+        return em.ClosedForm(lambda posterior, data, params: poisson_closed_form(posterior, scale * data,
+                                                                                 params))
+
+    exact = central_difference(lambda s: fitted_rate(s, closed_form(s)), 1.3, 1.0)
+    assert float(jax.grad(lambda s: fitted_rate(s, closed_form(s)))(1.3)) == pytest.approx(
+        float(exact), rel=1e-7)
+    # The default (Gradient) M-step: the same fixed point, differentiated by stationarity.
+    assert float(jax.grad(lambda s: fitted_rate(s, None))(1.3)) == pytest.approx(float(exact), rel=1e-6)
+
+
+def test_poisson_logpmf_derivative_in_k_at_zero():
+    rate = 2.5
+    derivative = jax.grad(em.families.poisson_logpmf)(0.0, rate)
+    assert float(derivative) == pytest.approx(math.log(rate) + 0.5772156649015329, rel=1e-12)
+    assert float(em.families.poisson_logpmf(0.0, 0.0)) == 0.0
+    assert float(jax.grad(em.families.poisson_logpmf, argnums=1)(0.0, 0.0)) == -1.0
+
+
+# --- DLR's genetic linkage: the implicit-function theorem in closed form ------------------------
+
+LINKAGE_COUNTS = jnp.array([125.0, 18.0, 20.0, 34.0])
+CLASS_OF_CELL = jnp.array([0, 0, 1, 2, 3])
+
+
+def linkage_log_joint(params, x, z):
+    theta = jax.nn.sigmoid(params["logit"])
+    cells = jnp.log(jnp.stack([0.5 + 0 * theta, theta / 4, (1 - theta) / 4, (1 - theta) / 4, theta / 4]))
+    return jnp.where(CLASS_OF_CELL[z] == x, cells[z], -jnp.inf)
+
+
+def linkage_closed_form(posterior, data, params):
+    m = jnp.sum(posterior.marginals, axis=0)
+    theta = (m[1] + m[4]) / (m[1] + m[2] + m[3] + m[4])
+    return {"logit": jnp.log(theta) - jnp.log1p(-theta)}
+
+
+@pytest.mark.parametrize("m_step", [em.ClosedForm(linkage_closed_form), em.Gradient()],
+                         ids=["closed_form", "gradient"])
+def test_linkage_derivative_in_the_counts_is_the_implicit_function_theorem(m_step):
+    model = em.Mixture(linkage_log_joint, 5)
+
+    def theta_hat(counts):
+        result = em.fit(model, jnp.arange(4), {"logit": jnp.zeros(())}, weights=counts,
+                        m_step=m_step, **EXACT)
+        return jax.nn.sigmoid(result.params["logit"])
+
+    y = np.asarray(LINKAGE_COUNTS)
+    t = (15 + math.sqrt(53809)) / 394
+    assert float(theta_hat(LINKAGE_COUNTS)) == pytest.approx(t, abs=1e-10)
+    # Score S(θ, y) = y1/(2+θ) - (y2+y3)/(1-θ) + y4/θ = 0; dθ/dy = (∂S/∂y) / (-∂S/∂θ).
+    information = y[0] / (2 + t) ** 2 + (y[1] + y[2]) / (1 - t) ** 2 + y[3] / t ** 2
+    expected = np.array([1 / (2 + t), -1 / (1 - t), -1 / (1 - t), 1 / t]) / information
+    np.testing.assert_allclose(jax.grad(theta_hat)(LINKAGE_COUNTS), expected, rtol=1e-8)
