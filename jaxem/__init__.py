@@ -12,6 +12,7 @@ Public names:
   em_step, EMKernel, EMState, EMInfo one EM step as a kernel (init, step)
   fit, FitResult               the EM loop (a lax.while_loop over the kernel)
   fit_restarts, RestartsResult vmapped restarts (exhaustive or emEM)
+  observed_information, standard_errors, fit_direct   after a fit (jaxem.inference)
   models, families (distributions: its old name), datasets, init
 
 Importing jaxem appends one XLA:CPU setting to XLA_FLAGS (small loop bodies
@@ -24,6 +25,7 @@ from jaxem.engine.fit import FitResult, fit
 from jaxem.engine.kernel import EMInfo, EMKernel, EMState, em_step
 from jaxem.engine.mstep import ClosedForm, Gradient, Statistics
 from jaxem.engine.restarts import RestartsResult, fit_restarts
+from jaxem.inference import InformationWarning, fit_direct, observed_information, standard_errors
 from jaxem.structures import HMM, ChainPosterior, Mixture, MixturePosterior, Sequences
 
 __version__ = "0.1.0"
@@ -37,6 +39,7 @@ __all__ = [
     "EMKernel",
     "EMState",
     "FitResult",
+    "InformationWarning",
     "Gradient",
     "Mixture",
     "MixturePosterior",
@@ -47,7 +50,10 @@ __all__ = [
     "em_step",
     "families",
     "fit",
+    "fit_direct",
     "fit_restarts",
     "init",
     "models",
+    "observed_information",
+    "standard_errors",
 ]

@@ -39,7 +39,8 @@ import optax
 from jaxem.tree import all_finite, select
 
 __all__ = [
-    "ClosedForm", "Gradient", "MStep", "Statistics", "default_optimizer", "negative_q", "resolve_m_step",
+    "ClimbState", "ClosedForm", "Gradient", "MStep", "Statistics", "climb_start", "climb_step",
+    "default_optimizer", "negative_q", "resolve_m_step",
 ]
 
 _DEFAULT_OPTIMIZER = optax.lbfgs()
@@ -107,14 +108,6 @@ class ClosedForm(MStep):
         return self.fn(posterior, data, params)
 
 
-class _ClimbState(NamedTuple):
-    params: Any
-    value: jax.Array  # negated objective at params
-    grad: Any
-    opt_state: Any
-    step_scale: jax.Array
-
-
 @dataclasses.dataclass(frozen=True)
 class Gradient(MStep):
     """Generalized-EM M-step: `num_steps` optax steps on -(Q(θ) + log_prior(θ)).
@@ -173,32 +166,49 @@ class Gradient(MStep):
         optimizer state `opt_state` (a fresh one when None); with `with_state`, returns
         (params, optimizer state)."""
         tx = self._transformation()
-        value_and_grad = jax.value_and_grad(negative_objective)
-        value, grad = value_and_grad(params)
-        dtype = jnp.result_type(value)
-        opt_state = tx.init(params) if opt_state is None else opt_state
-        state = _ClimbState(params, value, grad, opt_state, jnp.ones((), dtype))
-
-        def step(_, s: _ClimbState) -> _ClimbState:
-            updates, opt_state = tx.update(
-                s.grad, s.opt_state, s.params,
-                value=s.value, grad=s.grad, value_fn=negative_objective,
-            )
-            updates = jax.tree_util.tree_map(lambda u: s.step_scale.astype(u.dtype) * u, updates)
-            candidate = optax.apply_updates(s.params, updates)
-            cand_value, cand_grad = value_and_grad(candidate)
-            finite = jnp.isfinite(cand_value) & all_finite(candidate) & all_finite(cand_grad)
-            accept = finite & (cand_value <= s.value)
-            return _ClimbState(
-                params=select(accept, candidate, s.params),
-                value=jnp.where(accept, cand_value, s.value),
-                grad=select(accept, cand_grad, s.grad),
-                opt_state=select(accept, opt_state, s.opt_state),
-                step_scale=jnp.where(accept, s.step_scale, 0.5 * s.step_scale),
-            )
-
-        final = jax.lax.fori_loop(0, self.num_steps, step, state)
+        state = climb_start(tx, negative_objective, params, opt_state)
+        final = jax.lax.fori_loop(0, self.num_steps,
+                                  lambda _, s: climb_step(tx, negative_objective, s), state)
         return (final.params, final.opt_state) if with_state else final.params
+
+
+class ClimbState(NamedTuple):
+    """A safeguarded descent: the point, its value and gradient, the optimizer's state and the
+    scale of the next step (halved after each rejected step)."""
+
+    params: Any
+    value: jax.Array  # the objective being minimised, at params
+    grad: Any
+    opt_state: Any
+    step_scale: jax.Array
+
+
+def climb_start(tx, negative_objective: Callable, params: Any, opt_state: Any = None) -> ClimbState:
+    """The state `climb_step` starts from (a fresh optimizer state when `opt_state` is None)."""
+    value, grad = jax.value_and_grad(negative_objective)(params)
+    opt_state = tx.init(params) if opt_state is None else opt_state
+    return ClimbState(params, value, grad, opt_state, jnp.ones((), jnp.result_type(value)))
+
+
+def climb_step(tx, negative_objective: Callable, s: ClimbState) -> ClimbState:
+    """One optax step on `negative_objective` (extra args: value, grad, value_fn), accepted
+    only when it stays finite and does not increase the value; a rejected step halves the
+    step scale and leaves the point and the optimizer state as they were."""
+    updates, opt_state = tx.update(
+        s.grad, s.opt_state, s.params, value=s.value, grad=s.grad, value_fn=negative_objective,
+    )
+    updates = jax.tree_util.tree_map(lambda u: s.step_scale.astype(u.dtype) * u, updates)
+    candidate = optax.apply_updates(s.params, updates)
+    cand_value, cand_grad = jax.value_and_grad(negative_objective)(candidate)
+    finite = jnp.isfinite(cand_value) & all_finite(candidate) & all_finite(cand_grad)
+    accept = finite & (cand_value <= s.value)
+    return ClimbState(
+        params=select(accept, candidate, s.params),
+        value=jnp.where(accept, cand_value, s.value),
+        grad=select(accept, cand_grad, s.grad),
+        opt_state=select(accept, opt_state, s.opt_state),
+        step_scale=jnp.where(accept, s.step_scale, 0.5 * s.step_scale),
+    )
 
 
 def negative_q(model, posterior, data, log_prior) -> Callable[[Any], jax.Array]:
