@@ -414,3 +414,20 @@ def test_summary_of_every_covariance_type(kind, model):
     assert text.count("0.5") == {"full": 18, "diag": 6, "spherical": 2, "tied": 9}[kind]
     assert fitting.full_covariances(fit).shape == (k, d, d)
     np.testing.assert_allclose(np.diagonal(fitting.full_covariances(fit), axis1=1, axis2=2), 0.5)
+
+
+def test_standard_errors_flag_matches_the_library(in_process, capsys):
+    """`jaxem fit --se`: the printed and JSON standard errors are `jaxem.standard_errors` at the
+    fitted parameters (itself checked in tests/test_inference.py)."""
+    argv = ["fit", "--restarts", "2", "--tol", "1e-10", "--max-iter", "500", "--se"]
+    assert in_process([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    x = jaxem.datasets.old_faithful()
+    model = jaxem.models.gaussian_mixture(2, "full")
+    params = jaxem.models.GaussianMixtureParams(
+        *(np.asarray(result["params"][name]) for name in ("weights", "means", "covariances")))
+    expected = jaxem.standard_errors(model, np.asarray(x, np.float64), params)
+    for name in ("weights", "means", "covariances"):
+        np.testing.assert_allclose(result["standard_errors"][name], getattr(expected, name), rtol=1e-6)
+    assert in_process(argv) == 0
+    assert "standard errors (observed information, delta method" in capsys.readouterr().out

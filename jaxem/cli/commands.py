@@ -32,7 +32,7 @@ import time
 import jax
 
 from jaxem.cli.data import DataFileError, Table, read_table
-from jaxem.cli.fitting import CommandLineError, ModelFit, fit_model, full_covariances
+from jaxem.cli.fitting import CommandLineError, ModelFit, fit_model, full_covariances, standard_errors_of
 from jaxem.cli.plot import PlotUnavailable
 from jaxem.cli.report import (
     data_json,
@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="number of components (HMM: states) (default 2)")
     fit.add_argument("--covariance", choices=COVARIANCE_CHOICES, default="full",
                      help="covariance type (default full)")
+    fit.add_argument("--se", action="store_true",
+                     help="also print standard errors of the parameters (observed information, delta "
+                     "method); use a small --tol so the fit is at the maximum")
     fit.add_argument("--save", metavar="NPZ",
                      help="save the best fit (parameters, history, settings) to a .npz file; "
                      "read it back with jaxem.io.load_result")
@@ -255,10 +258,15 @@ def _run_fit(args: argparse.Namespace) -> int:
     table = _load(args)
     fit = _fit(args, table, args.components, args.covariance)
     settings = _settings(args)
+    errors = None
+    if args.se:
+        errors, problem = standard_errors_of(fit, table.values, args.reg_covar)
+        if problem:
+            _note(args, f"standard errors: {problem}")
     if args.json:
-        print(json.dumps(fit_to_json(fit, table, settings), indent=2))
+        print(json.dumps(fit_to_json(fit, table, settings, errors), indent=2))
     else:
-        print(format_fit(fit, table, settings))
+        print(format_fit(fit, table, settings, errors))
     if args.save:
         saved = save_npz(args.save, fit, table, settings)
         _note(args, f"saved the parameters to {saved} (read it with jaxem.io.load_result)")

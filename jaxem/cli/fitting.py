@@ -169,6 +169,22 @@ def fit_model(values: np.ndarray, kind: str, num_states: int, covariance_type: s
     )
 
 
+def standard_errors_of(fit: ModelFit, values: np.ndarray, reg_covar: float) -> tuple[dict, str]:
+    """(standard errors by parameter name, "" or the reason some are NaN) at the best fit:
+    `jaxem.standard_errors` (observed information in unconstrained coordinates, delta method)."""
+    import warnings
+
+    from jaxem.inference import InformationWarning, standard_errors
+
+    model = build_model(fit.model, fit.num_states, fit.covariance_type, reg_covar)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InformationWarning)
+        errors = standard_errors(model, jnp.asarray(values, jnp.float64), fit.result.params)
+    problem = " ".join(str(w.message).removeprefix("standard_errors: ") for w in caught
+                       if issubclass(w.category, InformationWarning))
+    return {name: np.asarray(getattr(errors, name)) for name in PARAM_NAMES[fit.model]}, problem
+
+
 def full_covariances(fit: ModelFit) -> np.ndarray:
     """The covariances of any type as (K, D, D) matrices."""
     k, dim = fit.means.shape

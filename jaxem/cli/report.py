@@ -54,8 +54,10 @@ def data_json(table: Table) -> dict:
             "columns": list(table.columns)}
 
 
-def fit_to_json(fit: ModelFit, table: Table, settings: dict) -> dict:
-    """The machine-readable result of `jaxem fit`."""
+def fit_to_json(fit: ModelFit, table: Table, settings: dict, errors: dict | None = None) -> dict:
+    """The machine-readable result of `jaxem fit` (with `standard_errors` when `errors` are given)."""
+    extra = {} if errors is None else {
+        "standard_errors": {name: json_array(value) for name, value in errors.items()}}
     return {
         "command": "fit",
         "model": fit.model,
@@ -76,6 +78,7 @@ def fit_to_json(fit: ModelFit, table: Table, settings: dict) -> dict:
             "num_iters": [int(i) for i in fit.restart_num_iters],
             "converged": [bool(c) for c in fit.restart_converged],
         },
+        **extra,
     }
 
 
@@ -84,8 +87,8 @@ def _matrix(array, indent: int) -> str:
                            max_line_width=110, prefix=" " * indent)
 
 
-def format_fit(fit: ModelFit, table: Table, settings: dict) -> str:
-    """The readable summary of `jaxem fit`."""
+def format_fit(fit: ModelFit, table: Table, settings: dict, errors: dict | None = None) -> str:
+    """The readable summary of `jaxem fit` (standard errors after it when `errors` are given)."""
     k = fit.num_states
     n = table.values.shape[0]
     kind = fit.covariance_type
@@ -134,6 +137,9 @@ def format_fit(fit: ModelFit, table: Table, settings: dict) -> str:
         f"{'all restarts':<16}{len(finite)}/{len(fit.restart_log_likelihood)} finite, "
         f"{int(np.sum(fit.restart_converged))} converged; best log-likelihoods: {spread}",
     ]
+    if errors is not None:
+        lines += ["", "standard errors (observed information, delta method; NaN: not determined)"]
+        lines += [f"  {name:<14}{_matrix(value, 16)}" for name, value in errors.items()]
     return "\n".join(lines)
 
 
