@@ -229,3 +229,28 @@ def test_linkage_derivative_in_the_counts_is_the_implicit_function_theorem(m_ste
     information = y[0] / (2 + t) ** 2 + (y[1] + y[2]) / (1 - t) ** 2 + y[3] / t ** 2
     expected = np.array([1 / (2 + t), -1 / (1 - t), -1 / (1 - t), 1 / t]) / information
     np.testing.assert_allclose(jax.grad(theta_hat)(LINKAGE_COUNTS), expected, rtol=1e-8)
+
+
+def test_hmm_gradient_with_respect_to_a_prior_strength_equals_refits():
+    y = hmm_data()
+    start = gaussian_hmm(2, "diag").init(jax.random.key(3), y)
+
+    def fitted(strength):
+        model = gaussian_hmm(2, "diag", transition_prior=strength)
+        return em.fit(model, y, start, **TIGHT).params.transition[0, 1]
+
+    assert float(jax.grad(fitted)(3.0)) == pytest.approx(float(central_difference(fitted, 3.0, 1.0)),
+                                                         rel=1e-5)
+
+
+def test_vmapped_gradients_equal_a_loop():
+    model = poisson_model()
+    m_step = em.ClosedForm(poisson_closed_form)
+
+    def rate(c):
+        return em.fit(model, c, POISSON_START, m_step=m_step, **TIGHT).params["log_rates"][1]
+
+    batch = jnp.stack([COUNTS, COUNTS[::-1] + 1.0, jnp.roll(COUNTS, 3) * 1.5])
+    batched = jax.vmap(jax.grad(rate))(batch)
+    for row, counts in zip(batched, batch, strict=True):
+        np.testing.assert_allclose(row, jax.grad(rate)(counts), rtol=1e-9, atol=1e-12)
