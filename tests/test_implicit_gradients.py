@@ -10,10 +10,13 @@ and the loop itself is never differentiated (reverse mode of a `while_loop` woul
 import math
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import clustered_data
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jaxem as em
 from jaxem.models import gaussian_hmm, gaussian_mixture
@@ -254,3 +257,49 @@ def test_vmapped_gradients_equal_a_loop():
     batched = jax.vmap(jax.grad(rate))(batch)
     for row, counts in zip(batched, batch, strict=True):
         np.testing.assert_allclose(row, jax.grad(rate)(counts), rtol=1e-9, atol=1e-12)
+
+
+# --- properties on random models ----------------------------------------------------------------
+
+PROPERTY_MODEL = gaussian_mixture(2, "diag", reg_covar=0.0)  # EM's fixed point is then ℓ's maximum
+
+
+def property_data(seed):
+    return jnp.asarray(clustered_data(np.random.default_rng(seed), 2, 30, 2, separation=4.0))
+
+
+@jax.jit
+def fitted_and_partial(x, start):
+    """(dℓ*/dx through the fit, ∂ℓ/∂x at the fitted θ held fixed)."""
+    def value(v):
+        return em.fit(PROPERTY_MODEL, v, start, **EXACT).log_likelihood
+
+    params = em.fit(PROPERTY_MODEL, x, start, **EXACT).params
+    return jax.grad(value)(x), jax.grad(lambda v: PROPERTY_MODEL.log_likelihood(params, v))(x)
+
+
+@jax.jit
+def forward_and_reverse(x, start, tangent, cotangent):
+    """(⟨c, J t⟩, ⟨Jᵀ c, t⟩) for J = ∂θ*/∂x, flattened."""
+    def flat_params(v):
+        return jax.flatten_util.ravel_pytree(em.fit(PROPERTY_MODEL, v, start, **EXACT).params)[0]
+
+    _, forward = jax.jvp(flat_params, (x,), (tangent,))
+    _, pullback = jax.vjp(flat_params, x)
+    return jnp.vdot(cotangent, forward), jnp.vdot(pullback(cotangent)[0], tangent)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_envelope_theorem_and_adjoint_identity_on_random_mixtures(seed):
+    x = property_data(seed)
+    start = PROPERTY_MODEL.init(jax.random.key(seed), x)
+    # At a maximum of ℓ over θ (the simplex does not depend on x), dℓ*/dx = ∂ℓ/∂x.
+    total, partial = fitted_and_partial(x, start)
+    np.testing.assert_allclose(total, partial, rtol=1e-7, atol=1e-9)
+    # Forward and reverse mode are adjoint: ⟨c, J t⟩ = ⟨Jᵀ c, t⟩.
+    rng = np.random.default_rng(seed)
+    size = jax.flatten_util.ravel_pytree(start)[0].size
+    forward, reverse = forward_and_reverse(x, start, jnp.asarray(rng.normal(size=x.shape)),
+                                           jnp.asarray(rng.normal(size=size)))
+    assert float(forward) == pytest.approx(float(reverse), rel=1e-8, abs=1e-10)
