@@ -303,3 +303,27 @@ def test_envelope_theorem_and_adjoint_identity_on_random_mixtures(seed):
     forward, reverse = forward_and_reverse(x, start, jnp.asarray(rng.normal(size=x.shape)),
                                            jnp.asarray(rng.normal(size=size)))
     assert float(forward) == pytest.approx(float(reverse), rel=1e-8, abs=1e-10)
+
+
+def test_a_fixed_point_that_is_not_isolated_has_nan_derivatives_not_a_guess():
+    # The M-step moves `drift` by mean(x) - 1: every value is a fixed point at data of mean 1,
+    # none elsewhere, so d drift*/dx does not exist (I - ∂T/∂θ is singular, the system
+    # inconsistent), while loc* is a smooth function of x.
+    def log_joint(params, x, z):
+        return em.families.normal_logpdf(x, params["loc"][z], 1.0) - jnp.log(2.0)
+
+    def maximize(posterior, data, params):
+        r = posterior.marginals
+        return {"loc": r.T @ data / jnp.sum(r, axis=0), "drift": params["drift"] + jnp.mean(data) - 1.0}
+
+    model = em.Mixture(log_joint, 2)
+    x = jnp.array([-1.0, -0.5, 2.5, 3.0])          # mean 1
+    start = {"loc": jnp.array([-1.0, 2.0]), "drift": jnp.asarray(0.0)}
+    m_step = em.ClosedForm(maximize)
+    def fitted(v, name):
+        return em.fit(model, v, start, m_step=m_step, **EXACT).params[name].sum()
+
+    assert np.all(np.isnan(np.asarray(jax.grad(fitted)(x, "drift"))))
+    gradient = jax.grad(fitted)(x, "loc")
+    expected = central_difference(lambda v: fitted(v, "loc"), x, unit(x.shape, 2))
+    assert float(gradient[2]) == pytest.approx(float(expected), rel=1e-6)

@@ -34,7 +34,9 @@ passed explicitly. Derivatives with respect to the starting parameters are zero:
 a converged fit does not depend on where it started (the documented convention).
 The gradient is exact at an exact fixed point; at a fit stopped by `tol` it is
 the implicit derivative evaluated at θ_T, accurate to the size of the remaining
-step, so differentiate converged fits (small `tol`).
+step, so differentiate converged fits (small `tol`). Where the linear system
+cannot be solved (a fixed point that is not isolated, e.g. a parameter the
+likelihood ignores but the data move) the derivative is NaN, never a silent guess.
 """
 
 from __future__ import annotations
@@ -150,10 +152,14 @@ def _fixed_point_jvp(residual, primals, tangents):
 
 
 def _solve(operator, rhs):
-    tol = float(jnp.finfo(rhs.dtype).eps) ** 0.75
-    solution, _ = gmres(operator, rhs, tol=tol, atol=0.0, restart=min(_RESTART, rhs.size),
+    """GMRES to a relative residual eps^0.75; NaN where it ends above eps^0.375 (the system is
+    singular and inconsistent: the fixed point is not isolated, so it has no derivative)."""
+    eps = float(jnp.finfo(rhs.dtype).eps)
+    solution, _ = gmres(operator, rhs, tol=eps ** 0.75, atol=0.0, restart=min(_RESTART, rhs.size),
                         maxiter=_MAX_RESTARTS, solve_method="batched")
-    return solution
+    residual = jnp.linalg.norm(operator(solution) - rhs)
+    solved = residual <= eps ** 0.375 * jnp.linalg.norm(rhs)
+    return jnp.where(solved, solution, jnp.nan)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
