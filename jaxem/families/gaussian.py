@@ -48,6 +48,10 @@ which is scikit-learn's GaussianMixture estimator: n_k = Σ_n r_nk + 10 eps,
 tr(S_k)/D + reg_covar (spherical), with S_k the scatter about μ_k. Covariance
 shapes: full (K, D, D), diag (K, D), spherical (K,), tied (D, D). The family is a
 pytree whose covariance type is static and whose `reg_covar` is a leaf.
+
+For standard errors and direct-gradient fits, `unconstrain_covariances` maps the
+covariances to minimal unconstrained coordinates (log-Cholesky for full and tied,
+log-variances for diag and spherical) and `constrain_covariances` back.
 """
 
 from __future__ import annotations
@@ -451,6 +455,63 @@ class GaussianFamily:
     def covariance_shape(self, num_components: int, dim: int) -> tuple:
         return {"full": (num_components, dim, dim), "diag": (num_components, dim),
                 "spherical": (num_components,), "tied": (dim, dim)}[self.covariance_type]
+
+    # --- minimal unconstrained coordinates ------------------------------------------------
+
+    def unconstrain_covariances(self, covariances: jax.Array) -> jax.Array:
+        """The covariances in minimal unconstrained coordinates (every entry a free real
+        number, as many as `num_covariance_parameters`); inverse `constrain_covariances`.
+
+        - full (K, D, D) -> (K, D(D+1)/2) and tied (D, D) -> (D(D+1)/2,): the log-Cholesky
+          coordinates. With Σ = L Lᵀ (L lower triangular with a positive diagonal), the
+          entries L[i, j], i >= j, in row-major order of the lower triangle (the order of
+          `numpy.tril_indices(D)`: (0,0), (1,0), (1,1), (2,0), (2,1), (2,2), ...), with
+          each diagonal entry L[i, i] stored as log L[i, i].
+        - diag (K, D) -> (K, D) and spherical (K,) -> (K,): the log-variances.
+
+        Covariances must be symmetric positive definite (full, tied) or positive (diag,
+        spherical); that is not checked (a non-positive-definite matrix gives NaN). Extra
+        leading (batch) axes are carried through; the dtype is kept. Pure; works under
+        jit/vmap/grad."""
+        covariances = jnp.asarray(covariances)
+        if self.covariance_type in ("diag", "spherical"):
+            return jnp.log(covariances)
+        dim = covariances.shape[-1]
+        chol = jnp.linalg.cholesky(covariances)
+        rows, cols = np.tril_indices(dim)
+        packed = chol[..., rows, cols]
+        return packed.at[..., np.flatnonzero(rows == cols)].set(
+            jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)))
+
+    def constrain_covariances(self, coordinates: jax.Array) -> jax.Array:
+        """Covariances of this type from their coordinates (`unconstrain_covariances`):
+
+        - full (K, D(D+1)/2) -> (K, D, D), tied (D(D+1)/2,) -> (D, D): L from the packed
+          lower triangle (row-major, `numpy.tril_indices(D)`) with exp of the diagonal
+          entries, then Σ = L Lᵀ (made exactly symmetric).
+        - diag, spherical: the exponentials (variances).
+
+        Any finite coordinates give a valid covariance (positive definite up to rounding:
+        very large or very small coordinates can underflow or overflow the dtype). Extra
+        leading axes are carried through; the dtype is kept. Pure; works under
+        jit/vmap/grad."""
+        coordinates = jnp.asarray(coordinates)
+        if self.covariance_type in ("diag", "spherical"):
+            return jnp.exp(coordinates)
+        size = coordinates.shape[-1]
+        dim = (math.isqrt(8 * size + 1) - 1) // 2
+        if dim * (dim + 1) // 2 != size:
+            raise ValueError(
+                f"coordinates: the last axis of {self.covariance_type} covariance coordinates holds "
+                f"the D(D+1)/2 entries of a Cholesky factor, got {size} (not a triangular number)."
+            )
+        rows, cols = np.tril_indices(dim)
+        on_diagonal = np.flatnonzero(rows == cols)
+        values = coordinates.at[..., on_diagonal].set(jnp.exp(coordinates[..., on_diagonal]))
+        chol = jnp.zeros(coordinates.shape[:-1] + (dim, dim), coordinates.dtype)
+        chol = chol.at[..., rows, cols].set(values)
+        covariances = chol @ jnp.swapaxes(chol, -1, -2)
+        return 0.5 * (covariances + jnp.swapaxes(covariances, -1, -2))
 
 
 def _diagonal_moments(r: jax.Array, u: jax.Array, m: jax.Array, block: int = 2048):

@@ -4,27 +4,45 @@ closed-form M-step and initialiser.
 - `gaussian_mixture`: Gaussian mixture, four covariance types.
 - `gaussian_hmm`, `categorical_hmm`, `poisson_hmm`: hidden Markov models (Baum–Welch
   M-steps with Dirichlet priors on the chain; `hmm_common` holds the shared parts).
+
+Every ready model maps its parameters to minimal unconstrained coordinates and back
+(`model.unconstrain(params)`, `model.constrain(coordinates)`; the `...Coordinates` types).
 """
 
-from jaxem.models.categorical_hmm import CategoricalHMM, CategoricalHMMParams, categorical_hmm
-from jaxem.models.gaussian_hmm import GaussianHMM, GaussianHMMParams, gaussian_hmm
+from jaxem.models.categorical_hmm import (
+    CategoricalHMM,
+    CategoricalHMMCoordinates,
+    CategoricalHMMParams,
+    categorical_hmm,
+)
+from jaxem.models.gaussian_hmm import (
+    GaussianHMM,
+    GaussianHMMCoordinates,
+    GaussianHMMParams,
+    gaussian_hmm,
+)
 from jaxem.models.gaussian_mixture import (
+    GaussianMixtureCoordinates,
     GaussianMixtureModel,
     GaussianMixtureParams,
     gaussian_mixture,
 )
-from jaxem.models.poisson_hmm import PoissonHMM, PoissonHMMParams, poisson_hmm
+from jaxem.models.poisson_hmm import PoissonHMM, PoissonHMMCoordinates, PoissonHMMParams, poisson_hmm
 
 __all__ = [
     "CategoricalHMM",
+    "CategoricalHMMCoordinates",
     "CategoricalHMMParams",
     "GaussianHMM",
+    "GaussianHMMCoordinates",
     "GaussianHMMParams",
     "PoissonHMM",
+    "PoissonHMMCoordinates",
     "PoissonHMMParams",
     "categorical_hmm",
     "gaussian_hmm",
     "poisson_hmm",
+    "GaussianMixtureCoordinates",
     "GaussianMixtureModel",
     "GaussianMixtureParams",
     "gaussian_mixture",

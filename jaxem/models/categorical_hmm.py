@@ -8,6 +8,8 @@ Observations are integer symbols in [0, M). The emission table is a gather,
 
 (hmmlearn's `CategoricalHMM` convention; α = 1 is maximum likelihood), and π, A
 as in `jaxem.models.hmm_common`. Zero emission probabilities stay zero.
+
+Minimal unconstrained coordinates (`unconstrain` / `constrain`): `CategoricalHMMCoordinates`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.families.simplex import logits_to_simplex, simplex_to_logits
 from jaxem.models.hmm_common import (
     ProbabilityChain,
     check_chain_params,
@@ -34,7 +37,7 @@ from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import check_array, check_num_states, check_simplex, is_concrete
 
-__all__ = ["CategoricalHMM", "CategoricalHMMParams", "categorical_hmm"]
+__all__ = ["CategoricalHMM", "CategoricalHMMCoordinates", "CategoricalHMMParams", "categorical_hmm"]
 
 
 class CategoricalHMMParams(NamedTuple):
@@ -43,6 +46,19 @@ class CategoricalHMMParams(NamedTuple):
     initial: jax.Array
     transition: jax.Array
     emission: jax.Array
+
+
+class CategoricalHMMCoordinates(NamedTuple):
+    """`CategoricalHMMParams` in minimal unconstrained coordinates (`model.unconstrain`).
+
+    initial_logits (K-1,), transition_logits (K, K-1), emission_logits (K, M-1): the log-ratios
+    of π, of each row of A and of each row of B against their last entry
+    (`jaxem.families.simplex`; zero probabilities are -inf and map back to exactly 0).
+    """
+
+    initial_logits: jax.Array
+    transition_logits: jax.Array
+    emission_logits: jax.Array
 
 
 @pytree_dataclass
@@ -58,6 +74,9 @@ class CategoricalHMM(ProbabilityChain):
     transition_prior: float = 1.0
     emission_prior: float = 1.0
     algorithm: str = static_field(default="scaled")
+
+    params_type = CategoricalHMMParams
+    coordinates_type = CategoricalHMMCoordinates
 
     def __post_init__(self):
         self.check_settings(("initial_prior", "transition_prior", "emission_prior"))
@@ -84,6 +103,14 @@ class CategoricalHMM(ProbabilityChain):
     def emission_log_prior(self, params: CategoricalHMMParams) -> jax.Array:
         """Dirichlet log-prior of the rows of B (0 at the default α = 1)."""
         return dirichlet_log_prior(params.emission, self.emission_prior)
+
+    def emission_unconstrain(self, params: CategoricalHMMParams) -> dict:
+        """Each row of B as its M-1 log-ratios against the last symbol."""
+        return {"emission_logits": simplex_to_logits(params.emission)}
+
+    def emission_constrain(self, coordinates: CategoricalHMMCoordinates) -> dict:
+        """The inverse of `emission_unconstrain` (softmax of [logits, 0] per row)."""
+        return {"emission": logits_to_simplex(coordinates.emission_logits)}
 
     def init(self, key: jax.Array, data: Any, dtype=None) -> CategoricalHMMParams:
         """Random starting parameters: each row of B is half the symbols' overall frequency

@@ -12,6 +12,8 @@ the weighted scatter about the new means (tied: pooled over states; spherical:
 the mean of the diagonal) plus `reg_covar` on the diagonal; π and A by
 Dirichlet MAP (`jaxem.models.hmm_common`). K, the covariance type and the
 algorithm are static; `reg_covar` and the concentrations are leaves.
+
+Minimal unconstrained coordinates (`unconstrain` / `constrain`): `GaussianHMMCoordinates`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import as_hyperparameters, pytree_dataclass, static_field
 
-__all__ = ["GaussianHMM", "GaussianHMMParams", "gaussian_hmm"]
+__all__ = ["GaussianHMM", "GaussianHMMCoordinates", "GaussianHMMParams", "gaussian_hmm"]
 
 
 class GaussianHMMParams(NamedTuple):
@@ -48,6 +50,21 @@ class GaussianHMMParams(NamedTuple):
     transition: jax.Array
     means: jax.Array
     covariances: jax.Array
+
+
+class GaussianHMMCoordinates(NamedTuple):
+    """`GaussianHMMParams` in minimal unconstrained coordinates (`model.unconstrain`).
+
+    initial_logits (K-1,): log π_k - log π_K; transition_logits (K, K-1): the same per row of A
+    (`jaxem.models.hmm_common.ProbabilityChain.unconstrain`; structural zeros are -inf);
+    means (K, D) unchanged; covariance_coords: `GaussianFamily.unconstrain_covariances`
+    (log-Cholesky (K, D(D+1)/2) full, (D(D+1)/2,) tied; log-variances (K, D) diag, (K,) spherical).
+    """
+
+    initial_logits: jax.Array
+    transition_logits: jax.Array
+    means: jax.Array
+    covariance_coords: jax.Array
 
 
 @pytree_dataclass
@@ -64,6 +81,9 @@ class GaussianHMM(ProbabilityChain):
     initial_prior: float = 1.0
     transition_prior: float = 1.0
     algorithm: str = static_field(default="scaled")
+
+    params_type = GaussianHMMParams
+    coordinates_type = GaussianHMMCoordinates
 
     def __post_init__(self):
         self.check_settings(("initial_prior", "transition_prior"))
@@ -102,6 +122,16 @@ class GaussianHMM(ProbabilityChain):
         """Means and covariances (kept positive definite) from the emission statistics."""
         estimate = self.family.maximize(stats, self.centres(params))
         return {"means": estimate.means, "covariances": estimate.covariances}
+
+    def emission_unconstrain(self, params: GaussianHMMParams) -> dict:
+        """Means unchanged; covariances in log-Cholesky / log-variance coordinates."""
+        return {"means": params.means,
+                "covariance_coords": self.family.unconstrain_covariances(params.covariances)}
+
+    def emission_constrain(self, coordinates: GaussianHMMCoordinates) -> dict:
+        """The inverse of `emission_unconstrain`."""
+        return {"means": coordinates.means,
+                "covariances": self.family.constrain_covariances(coordinates.covariance_coords)}
 
     # --- initialisation -------------------------------------------------------------------------
 

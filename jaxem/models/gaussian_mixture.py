@@ -9,6 +9,10 @@ log-likelihood) is derived by `MixtureStructure`. The M-step is scikit-learn's
 `GaussianMixture` estimator, so fits started from the same parameters follow the
 same trajectory. The model is a pytree: K and the covariance type are static,
 `reg_covar` is a leaf (new values reuse the compiled fit).
+
+`unconstrain` / `constrain` map the parameters to minimal unconstrained coordinates
+(`GaussianMixtureCoordinates`: as many free real numbers as `num_parameters`) and back,
+for standard errors and direct-gradient optimisation.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.families.gaussian import GaussianFamily, GaussianStats
+from jaxem.families.simplex import logits_to_simplex, simplex_to_logits
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.mixture import MixturePosterior, MixtureStructure
@@ -37,7 +42,8 @@ from jaxem.validation import (
     is_concrete,
 )
 
-__all__ = ["GaussianMixtureModel", "GaussianMixtureParams", "gaussian_mixture"]
+__all__ = ["GaussianMixtureCoordinates", "GaussianMixtureModel", "GaussianMixtureParams",
+           "gaussian_mixture"]
 
 
 class GaussianMixtureParams(NamedTuple):
@@ -47,6 +53,21 @@ class GaussianMixtureParams(NamedTuple):
     weights: jax.Array
     means: jax.Array
     covariances: jax.Array
+
+
+class GaussianMixtureCoordinates(NamedTuple):
+    """`GaussianMixtureParams` in minimal unconstrained coordinates (`model.unconstrain`).
+
+    weight_logits (K-1,): log w_k - log w_K (`jaxem.families.simplex`; a zero weight is -inf);
+    means (K, D): the means unchanged;
+    covariance_coords: `GaussianFamily.unconstrain_covariances` of the covariances: the
+    log-Cholesky entries (K, D(D+1)/2) (full) or (D(D+1)/2,) (tied), the log-variances
+    (K, D) (diag) or (K,) (spherical).
+    """
+
+    weight_logits: jax.Array
+    means: jax.Array
+    covariance_coords: jax.Array
 
 
 @pytree_dataclass
@@ -186,6 +207,27 @@ class GaussianMixtureModel(MixtureStructure):
         check_finite_tree(params, name)
         check_simplex(params.weights, f"{name}.weights")
         self.family.check_covariances(params.covariances, f"{name}.covariances", batch, k, dim)
+
+    # --- minimal unconstrained coordinates ---------------------------------------------------
+
+    def unconstrain(self, params: GaussianMixtureParams) -> GaussianMixtureCoordinates:
+        """The parameters in minimal unconstrained coordinates (`GaussianMixtureCoordinates`):
+        every entry a free real number, `num_parameters(D)` of them in all, so a Hessian
+        there has no redundant direction. Inverse: `constrain`.
+
+        Parameters are taken to be valid (`check_params`; not checked here). A weight that is
+        exactly 0 gives the coordinate -inf (hold it fixed) and maps back to exactly 0.
+        Leading batch axes (restarts) are carried through; dtypes are kept. Pure; works
+        under jit/vmap/grad."""
+        return GaussianMixtureCoordinates(simplex_to_logits(params.weights), params.means,
+                                          self.family.unconstrain_covariances(params.covariances))
+
+    def constrain(self, coordinates: GaussianMixtureCoordinates) -> GaussianMixtureParams:
+        """The parameters from their unconstrained coordinates (the inverse of `unconstrain`):
+        weights softmax([logits, 0]), means unchanged, covariances
+        `GaussianFamily.constrain_covariances`. Any finite coordinates give valid parameters."""
+        return GaussianMixtureParams(logits_to_simplex(coordinates.weight_logits), coordinates.means,
+                                     self.family.constrain_covariances(coordinates.covariance_coords))
 
     def collapsed_components(self, params: GaussianMixtureParams, num_observations: int,
                              min_count: float = 1.0, min_variance: float | None = None) -> jax.Array:

@@ -16,16 +16,23 @@ row with no expected counts and no prior mass keeps its current values.
 those tables, that M-step and that prior); its expected statistics are a
 `ChainStats`: the chain's expected counts plus the emission family's statistics.
 The concentrations are leaves of the model pytree (new values compile nothing).
+
+Minimal unconstrained coordinates (for standard errors and direct-gradient fits):
+`ProbabilityChain.unconstrain` maps π to its K-1 log-ratios against the last entry and
+each row of A to its K-1 (`jaxem.families.simplex`; structural zeros are -inf and map
+back to exactly 0), and adds the emission coordinates of the subclass's
+`emission_unconstrain`; `constrain` is the inverse, through `emission_constrain`.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.families.simplex import logits_to_simplex, simplex_to_logits
 from jaxem.structures.chain import ALGORITHMS, ChainPosterior, ChainStructure
 from jaxem.structures.chain_decoding import sample_chain
 from jaxem.structures.chain_sequential import safe_log
@@ -180,7 +187,14 @@ class ProbabilityChain(ChainStructure):
     probabilities, with Dirichlet priors `initial_prior`, `transition_prior` (fields of the
     subclass). Subclasses supply the emission table, `emission_statistics(marginals (N, K)
     over the rows of `flatten_steps(data)`, data, params)`, `maximize_emission(stats,
-    params) -> dict of new fields` and `emission_log_prior(params)`."""
+    params) -> dict of new fields` and `emission_log_prior(params)`; for the unconstrained
+    coordinates, the NamedTuple types `params_type` and `coordinates_type` (whose first two
+    fields are `initial_logits` and `transition_logits`) and the hooks
+    `emission_unconstrain(params) -> dict of coordinate fields` and
+    `emission_constrain(coordinates) -> dict of parameter fields`."""
+
+    params_type: ClassVar[type]
+    coordinates_type: ClassVar[type]
 
     def check_settings(self, priors: tuple) -> None:
         """The constructor's checks: K, the prior parameters named in `priors` (stored as Python
@@ -223,6 +237,40 @@ class ProbabilityChain(ChainStructure):
 
     def emission_log_prior(self, params: Any) -> jax.Array:
         return jnp.zeros((), jnp.result_type(params.initial))
+
+    def unconstrain(self, params: Any) -> Any:
+        """The parameters in minimal unconstrained coordinates (`coordinates_type`): every
+        entry a free real number, `num_parameters` of them in all, so a Hessian there has
+        no redundant direction. Inverse: `constrain`.
+
+        initial_logits (K-1,): log π_k - log π_K; transition_logits (K, K-1): the same for
+        each row of A (`jaxem.families.simplex.simplex_to_logits`); then the emission fields
+        (`emission_unconstrain`). A structural zero (an entry exactly 0, e.g. a left-right
+        chain) gives -inf and maps back to exactly 0: code that optimises in these
+        coordinates holds non-finite ones fixed. A row whose last entry is 0 takes its last
+        positive entry as the reference and marks it +inf (also held fixed), so every zero
+        pattern round-trips. Parameters are taken to be valid (`check_params`; not checked
+        here). Leading batch axes are carried through; dtypes are kept. Pure; works under
+        jit/vmap/grad."""
+        return self.coordinates_type(initial_logits=simplex_to_logits(params.initial),
+                                     transition_logits=simplex_to_logits(params.transition),
+                                     **self.emission_unconstrain(params))
+
+    def constrain(self, coordinates: Any) -> Any:
+        """The parameters (`params_type`) from their unconstrained coordinates, the inverse of
+        `unconstrain`: π and each row of A by softmax([logits, 0]) (-inf -> exactly 0), the
+        emission parameters by `emission_constrain`."""
+        return self.params_type(initial=logits_to_simplex(coordinates.initial_logits),
+                                transition=logits_to_simplex(coordinates.transition_logits),
+                                **self.emission_constrain(coordinates))
+
+    def emission_unconstrain(self, params: Any) -> dict:
+        """The emission fields of `coordinates_type` from the parameters (subclasses)."""
+        raise NotImplementedError
+
+    def emission_constrain(self, coordinates: Any) -> dict:
+        """The emission fields of `params_type` from the coordinates (subclasses)."""
+        raise NotImplementedError
 
     def initial_chain(self, responsibilities: jax.Array, data: Any):
         """(π, A) from state responsibilities (N, K) of the data's rows, smoothed by one

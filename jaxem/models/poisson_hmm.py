@@ -10,6 +10,8 @@ and with a Gamma(a, b) prior (shape a, rate b) on every rate the M-step is
 
 (a = 1, b = 0, the default, is maximum likelihood and equals hmmlearn's
 `PoissonHMM` with its default prior); π and A as in `jaxem.models.hmm_common`.
+
+Minimal unconstrained coordinates (`unconstrain` / `constrain`): `PoissonHMMCoordinates`.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from jax.scipy.special import gammaln, xlogy
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models import hmm_common
 from jaxem.models.hmm_common import ProbabilityChain, flatten_steps
+from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import is_concrete
 
-__all__ = ["PoissonHMM", "PoissonHMMParams", "poisson_hmm"]
+__all__ = ["PoissonHMM", "PoissonHMMCoordinates", "PoissonHMMParams", "poisson_hmm"]
 
 
 class PoissonHMMParams(NamedTuple):
@@ -39,6 +42,19 @@ class PoissonHMMParams(NamedTuple):
     initial: jax.Array
     transition: jax.Array
     rates: jax.Array
+
+
+class PoissonHMMCoordinates(NamedTuple):
+    """`PoissonHMMParams` in minimal unconstrained coordinates (`model.unconstrain`).
+
+    initial_logits (K-1,), transition_logits (K, K-1): log-ratios of π and of each row of A
+    against their last entry (`jaxem.families.simplex`; structural zeros are -inf);
+    log_rates (K, D): log λ (a rate of exactly 0 is -inf and maps back to exactly 0).
+    """
+
+    initial_logits: jax.Array
+    transition_logits: jax.Array
+    log_rates: jax.Array
 
 
 class PoissonStats(NamedTuple):
@@ -61,6 +77,9 @@ class PoissonHMM(ProbabilityChain):
     rate_prior_shape: float = 1.0
     rate_prior_rate: float = 0.0
     algorithm: str = static_field(default="scaled")
+
+    params_type = PoissonHMMParams
+    coordinates_type = PoissonHMMCoordinates
 
     def __post_init__(self):
         self.check_settings(("initial_prior", "transition_prior", "rate_prior_shape", "rate_prior_rate"))
@@ -102,6 +121,14 @@ class PoissonHMM(ProbabilityChain):
         log_rates = jnp.log(jnp.where(positive, rates, 1.0))
         shape_term = jnp.where(positive, (self.rate_prior_shape - 1.0) * log_rates, 0.0)
         return jnp.sum(shape_term - self.rate_prior_rate * rates).astype(rates.dtype)
+
+    def emission_unconstrain(self, params: PoissonHMMParams) -> dict:
+        """log λ; a zero rate gives -inf with a zero (not inf) gradient."""
+        return {"log_rates": safe_log(params.rates)}
+
+    def emission_constrain(self, coordinates: PoissonHMMCoordinates) -> dict:
+        """λ = exp(log λ)."""
+        return {"rates": jnp.exp(coordinates.log_rates)}
 
     def init(self, key: jax.Array, data: Any, method: str = "kmeans++") -> PoissonHMMParams:
         """Starting parameters from initial state responsibilities of the steps (method as

@@ -140,6 +140,26 @@ class Structure:
         those of the whole). For models that define `statistics`."""
         return self.statistics(self.exact_e_step(params, data, weights), data, params)
 
+    # --- unconstrained coordinates ----------------------------------------------------------
+
+    def unconstrain(self, params: Any) -> Any:
+        """The parameters in unconstrained coordinates (for standard errors, direct-gradient
+        fits and the observed information); the inverse is `constrain`.
+
+        Default: the identity. A structure built from a user's `log_joint` (`jaxem.Mixture`,
+        `jaxem.HMM`) takes its parameters to be unconstrained real numbers already (logits,
+        log-scales, ...; the user's log_joint maps them to probabilities). They are then
+        minimal only if none is redundant: K free logits for K weights, say, leave one
+        direction along which the likelihood is flat (a singular Hessian); subclass and
+        override both methods to supply a minimal bijection. The ready models
+        (`jaxem.models`) override them with their own minimal coordinates."""
+        return params
+
+    def constrain(self, coordinates: Any) -> Any:
+        """The parameters from their unconstrained coordinates, the inverse of `unconstrain`.
+        Default: the identity (see `unconstrain`)."""
+        return coordinates
+
     def statistics(self, posterior: Any, data: Any, params: Any) -> Any:
         """The expected sufficient statistics of `data` under `posterior` (linear in the
         marginals); `params` fixes only the point the statistics are centred at."""
