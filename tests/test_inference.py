@@ -258,3 +258,23 @@ def test_fit_direct_refuses_a_bad_optimizer_by_name():
     with pytest.raises(TypeError, match="optimizer"):
         em.fit_direct(POISSON, jnp.asarray(DEATHS), {"w": jnp.asarray(0.3), "rates": jnp.ones(2)},
                       optimizer="lbfgs")
+
+
+def test_structural_zeros_are_held_fixed_with_zero_standard_errors():
+    # A left-right HMM: state 1 never leaves (A_10 = 0 exactly), the chain starts in state 0.
+    rng = np.random.default_rng(6)
+    y = jnp.asarray(np.r_[rng.normal(-3.0, 1.0, 120), rng.normal(3.0, 1.0, 80)][:, None])
+    model = gaussian_hmm(2, "diag")
+    start = model.init(jax.random.key(0), y)._replace(initial=jnp.array([1.0, 0.0]),
+                                                     transition=jnp.array([[0.9, 0.1], [0.0, 1.0]]))
+    result = em.fit(model, y, start, tol=1e-12, max_iter=500)
+    assert float(result.params.transition[1, 0]) == 0.0
+    errors = em.standard_errors(model, y, result.params)
+    np.testing.assert_array_equal(errors.transition[1], [0.0, 0.0])
+    np.testing.assert_array_equal(errors.initial, [0.0, 0.0])
+    # One 0 -> 1 switch in 200 steps: SE(A_01) ≈ sqrt(A_01 (1 - A_01) / n_0), n_0 ≈ 120.
+    a01 = float(result.params.transition[0, 1])
+    assert float(errors.transition[0, 1]) == pytest.approx(math.sqrt(a01 * (1 - a01) / 120), rel=0.1)
+    direct = em.fit_direct(model, y, start, tol=1e-12)
+    assert float(direct.params.transition[1, 0]) == 0.0
+    assert float(direct.log_likelihood) == pytest.approx(float(result.log_likelihood), abs=1e-6)
