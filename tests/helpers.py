@@ -263,3 +263,30 @@ def jitted(model):
         q=jax.jit(model.q),
         log_potentials=jax.jit(model.log_potentials),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Dempster, Laird & Rubin's genetic linkage (1977): 197 animals in four classes with
+# probabilities (1/2 + θ/4, (1-θ)/4, (1-θ)/4, θ/4); the first class is two hidden cells.
+# Data: the class labels 0..3 with the counts as sample weights. θ̂ = (15 + √53809) / 394.
+# ------------------------------------------------------------------------------------------------
+
+LINKAGE_COUNTS = np.array([125.0, 18.0, 20.0, 34.0])
+LINKAGE_CLASS_OF_CELL = jnp.array([0, 0, 1, 2, 3])
+LINKAGE_THETA_HAT = (15.0 + math.sqrt(53809.0)) / 394.0
+
+
+def linkage_log_joint(params, x, z):
+    """log p(x, z | θ): the cell probability if cell z belongs to class x, else -inf."""
+    theta = params["theta"]
+    cells = jnp.log(jnp.stack([0.5 + 0 * theta, theta / 4, (1 - theta) / 4, (1 - theta) / 4, theta / 4]))
+    return jnp.where(LINKAGE_CLASS_OF_CELL[z] == x, cells[z], -jnp.inf)
+
+
+def linkage_maximize(posterior, data, params):
+    """θ' = (m_1 + m_4) / (m_1 + m_2 + m_3 + m_4) from the expected (weighted) cell counts."""
+    m = jnp.sum(posterior.marginals, axis=0)
+    return {"theta": (m[1] + m[4]) / (m[1] + m[2] + m[3] + m[4])}
+
+
+LINKAGE = em.Mixture(linkage_log_joint, 5, m_step=em.ClosedForm(linkage_maximize))

@@ -6,13 +6,12 @@ independently at each θ_i, and the rate 1 - I_obs/I_oc of the genetic-linkage m
 form (DLR 1977, section 3), with the four phenotype counts as sample weights.
 """
 
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import GMM_K, clustered_data
+from helpers import GMM_K, LINKAGE, LINKAGE_COUNTS, LINKAGE_THETA_HAT, clustered_data
 
 import jaxem as em
 from jaxem.engine.kernel import EMState
@@ -73,23 +72,7 @@ def test_kernel_with_a_gradient_m_step_equals_fit():
 
 # --- DLR's genetic linkage model: the Jacobian of one step is the rate of convergence -----------
 
-COUNTS = np.array([125.0, 18.0, 20.0, 34.0])
-CLASS_OF_CELL = jnp.array([0, 0, 1, 2, 3])
-THETA_HAT = (15.0 + math.sqrt(53809.0)) / 394.0
-
-
-def linkage_log_joint(params, x, z):
-    theta = params["theta"]
-    cells = jnp.log(jnp.stack([0.5 + 0 * theta, theta / 4, (1 - theta) / 4, (1 - theta) / 4, theta / 4]))
-    return jnp.where(CLASS_OF_CELL[z] == x, cells[z], -jnp.inf)
-
-
-def linkage_maximize(posterior, data, params):
-    m = jnp.sum(posterior.marginals, axis=0)   # expected cell counts (the weights are in them)
-    return {"theta": (m[1] + m[4]) / (m[1] + m[2] + m[3] + m[4])}
-
-
-LINKAGE = em.Mixture(linkage_log_joint, 5, m_step=em.ClosedForm(linkage_maximize))
+COUNTS, THETA_HAT = LINKAGE_COUNTS, LINKAGE_THETA_HAT
 
 
 def test_jacobian_of_one_step_is_dlr_rate_of_convergence():

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import clustered_data
+from helpers import LINKAGE, LINKAGE_COUNTS, LINKAGE_THETA_HAT, clustered_data
 from scipy.stats import poisson
 
 import jaxem as em
@@ -25,23 +25,7 @@ from jaxem.models import gaussian_hmm, gaussian_mixture
 
 # --- DLR's genetic linkage ----------------------------------------------------------------------
 
-LINKAGE_COUNTS = np.array([125.0, 18.0, 20.0, 34.0])
-CLASS_OF_CELL = jnp.array([0, 0, 1, 2, 3])
-THETA_HAT = (15.0 + math.sqrt(53809.0)) / 394.0
-
-
-def linkage_log_joint(params, x, z):
-    theta = params["theta"]
-    cells = jnp.log(jnp.stack([0.5 + 0 * theta, theta / 4, (1 - theta) / 4, (1 - theta) / 4, theta / 4]))
-    return jnp.where(CLASS_OF_CELL[z] == x, cells[z], -jnp.inf)
-
-
-def linkage_maximize(posterior, data, params):
-    m = jnp.sum(posterior.marginals, axis=0)
-    return {"theta": (m[1] + m[4]) / (m[1] + m[2] + m[3] + m[4])}
-
-
-LINKAGE = em.Mixture(linkage_log_joint, 5, m_step=em.ClosedForm(linkage_maximize))
+THETA_HAT = LINKAGE_THETA_HAT
 
 
 def test_linkage_information_and_standard_error_are_the_closed_form():
