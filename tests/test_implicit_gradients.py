@@ -327,3 +327,19 @@ def test_a_fixed_point_that_is_not_isolated_has_nan_derivatives_not_a_guess():
     gradient = jax.grad(fitted)(x, "loc")
     expected = central_difference(lambda v: fitted(v, "loc"), x, unit(x.shape, 2))
     assert float(gradient[2]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_second_derivatives_equal_differences_of_first_derivatives():
+    # grad of grad differentiates the derivative rule itself: θ* must move with η inside it.
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(40, 1)) + np.r_[0.0, 4.0].repeat(20)[:, None])
+    start = em.models.GaussianMixtureParams(jnp.array([0.5, 0.5]), jnp.array([[-0.5], [4.5]]),
+                                            jnp.ones((2, 1, 1)))
+
+    def fitted(reg):
+        result = em.fit(gaussian_mixture(2, "full", reg_covar=reg), x, start, **TIGHT)
+        return result.params.means[0, 0] + 0.01 * result.log_likelihood
+
+    first = jax.grad(fitted)
+    second = float(jax.grad(first)(0.3))
+    assert second == pytest.approx(float(central_difference(first, 0.3, 1.0, eps=1e-4)), rel=1e-6)
+    assert float(jax.jacfwd(jax.jacrev(fitted))(0.3)) == pytest.approx(second, rel=1e-9)

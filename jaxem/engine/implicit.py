@@ -139,7 +139,10 @@ def _fixed_point(residual, params, eta, consts):
 def _fixed_point_jvp(residual, primals, tangents):
     params, eta, consts = primals
     _, eta_dot, consts_dot = tangents  # the starting point's tangent is ignored (see the module)
-    flat_params, unravel = ravel_pytree(params)
+    # The point itself goes through the rule again, so that differentiating this rule (a second
+    # derivative) sees θ* move with η; without a further transformation this is the identity.
+    params = _fixed_point(residual, params, eta, consts)
+    _, unravel = ravel_pytree(params)
     _, rhs = jax.jvp(lambda e, c: residual(params, e, *c), (eta, consts), (eta_dot, consts_dot))
 
     def matvec(v):
@@ -171,6 +174,7 @@ def _value_at(objective, value, params, eta, consts):
 def _value_at_jvp(objective, primals, tangents):
     value, params, eta, consts = primals
     _, params_dot, eta_dot, consts_dot = tangents
+    value = _value_at(objective, value, params, eta, consts)   # higher orders, as in _fixed_point
     _, value_dot = jax.jvp(lambda p, e, c: objective(p, e, *c), (params, eta, consts),
                            (params_dot, eta_dot, consts_dot))
     return value, jnp.asarray(value_dot, jnp.result_type(value))
