@@ -1,0 +1,225 @@
+"""EM (`jaxem.fit`) against the direct-gradient baseline (`jaxem.fit_direct`, optax L-BFGS).
+
+Each problem is fitted by both methods from the same starting parameters, in float64, to a
+tight tolerance (default 1e-10 per observation, `max_iter` 5000 for both), and reported:
+
+- iterations: EM iterations (one E-step and one M-step each) or optimizer steps (one L-BFGS
+  step each, whose zoom line search evaluates ℓ and ∇ℓ one or more times, plus the
+  evaluation `fit_direct` makes at the accepted candidate);
+- f+g evaluations for `fit_direct`: value-and-gradient evaluations of ℓ, counted in a
+  separate, untimed run with the same optimizer wrapped so that every call of the line
+  search's `value_fn` is counted by a `jax.debug.callback`, plus the evaluation at each
+  step's candidate and the one at the start (what `climb_start`/`climb_step` do);
+- seconds to convergence: median of `--repeats` calls, each compiled beforehand (the first
+  call is not timed) and finished with `jax.block_until_ready`; and seconds per iteration;
+- the final log-likelihood of each, their difference (direct − EM), the converged flag.
+
+SQUAREM is not implemented in jaxem yet; its column says so.
+
+Problems: (a) Hasselblad's (1969) Poisson mixture (deaths per day in The Times, 1096 days)
+as in `examples/poisson_mixture_gradient.py` (logits and log-rates, closed-form M-step);
+(b) Old Faithful, `gaussian_mixture(2, "full")`; (c) a 16-component full-covariance
+mixture on N=20,000 synthetic points in D=8 with overlapping clusters; (d) a Gaussian HMM,
+`gaussian_hmm(4, "full")`, on one sequence of T=10,000 steps drawn from a 4-state HMM in
+D=2. Starts: (a) the example's; (b)-(d) `model.init(PRNGKey(0), data)` (k-means++).
+
+Run:  python benchmarks/direct_vs_em.py            (all four problems)
+      python benchmarks/direct_vs_em.py --quick    (smaller sizes and repeats, a smoke test)
+Prints a Markdown table; paste it into benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import jaxem as em  # noqa: E402
+from jaxem.engine.mstep import default_optimizer  # noqa: E402
+
+DEATHS_PER_DAY = np.arange(10)
+NUM_DAYS = np.array([162, 267, 271, 185, 111, 61, 27, 8, 3, 1])
+
+
+def poisson_log_joint(params, x, z):
+    """log π_z + log Poisson(x | λ_z), mixing logits and log-rates (the example's model)."""
+    log_weights = jax.nn.log_softmax(params["logits"])
+    return log_weights[z] + em.families.poisson_logpmf(x, jnp.exp(params["log_rates"][z]))
+
+
+def poisson_closed_form(posterior, data, params):
+    """π_k = mean_n r_nk, λ_k = Σ r_nk x_n / Σ r_nk, in the unconstrained coordinates."""
+    del params
+    counts = jnp.sum(posterior.marginals, axis=0)
+    rates = posterior.marginals.T @ data.astype(counts.dtype) / counts
+    return {"logits": jnp.log(counts / jnp.sum(counts)), "log_rates": jnp.log(rates)}
+
+
+def hasselblad():
+    model = em.Mixture(poisson_log_joint, num_states=2)
+    data = jnp.repeat(jnp.asarray(DEATHS_PER_DAY), jnp.asarray(NUM_DAYS))
+    params0 = {"logits": jnp.zeros(2), "log_rates": jnp.log(jnp.array([1.0, 3.0]))}
+    return model, data, params0, em.ClosedForm(poisson_closed_form)
+
+
+def old_faithful():
+    model = em.models.gaussian_mixture(2, "full")
+    data = jnp.asarray(em.datasets.old_faithful())
+    return model, data, model.init(jax.random.PRNGKey(0), data), None
+
+
+def overlapping_gmm(n, dim, k):
+    """N points from K Gaussians whose centres are ~2 standard deviations apart."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=1.5, size=(k, dim))
+    labels = rng.integers(k, size=n)
+    scales = rng.uniform(0.6, 1.2, size=(k, dim))
+    data = jnp.asarray(centres[labels] + rng.normal(size=(n, dim)) * scales[labels])
+    model = em.models.gaussian_mixture(k, "full")
+    return model, data, model.init(jax.random.PRNGKey(0), data), None
+
+
+def gaussian_hmm(num_steps, radius, k=4, dim=2):
+    """One sequence from a sticky 4-state HMM, means on a circle of `radius` (state standard
+    deviations 0.77-1.1), started from k-means++."""
+    model = em.models.gaussian_hmm(k, "full")
+    angles = 2 * np.pi * np.arange(k) / k
+    means = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)[:, :dim]
+    transition = np.full((k, k), 0.1 / (k - 1)) + np.eye(k) * (0.9 - 0.1 / (k - 1))
+    truth = em.models.GaussianHMMParams(
+        initial=jnp.full(k, 1.0 / k), transition=jnp.asarray(transition), means=jnp.asarray(means),
+        covariances=jnp.asarray(np.stack([np.eye(dim) * (0.6 + 0.2 * i) for i in range(k)])))
+    data, _ = model.sample(jax.random.PRNGKey(1), truth, num_steps)
+    return model, data, model.init(jax.random.PRNGKey(0), data), None
+
+
+def median_seconds(fn, repeats):
+    """Median wall time of `repeats` calls `fn(tol)` at the tolerance, after one untimed call at a
+    huge tolerance (one iteration; the tolerance is traced, so that call compiles the program)."""
+    jax.block_until_ready(fn(1e30))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = jax.block_until_ready(fn(None))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)), result
+
+
+class Counter:
+    def __init__(self):
+        self.count = 0
+
+    def add(self, *_):
+        self.count += 1
+
+
+def counting(tx, counter):
+    """`tx` whose line search counts its calls of `value_fn` (each a value and a gradient)."""
+
+    def update(updates, state, params=None, *, value_fn, **extra):
+        def counted(p, *args, **kwargs):
+            jax.debug.callback(counter.add)
+            return value_fn(p, *args, **kwargs)
+
+        return tx.update(updates, state, params, value_fn=counted, **extra)
+
+    return optax.GradientTransformationExtraArgs(tx.init, update)
+
+
+def direct_evaluations(model, data, params0, max_iter, tol):
+    """f+g evaluations of an (untimed) `fit_direct` run with the default optimizer counted."""
+    counter = Counter()
+    res = em.fit_direct(model, data, params0, optimizer=counting(default_optimizer(), counter),
+                        max_iter=max_iter, tol=tol)
+    jax.block_until_ready(res)
+    jax.effects_barrier()
+    return counter.count + int(res.num_iters) + 1, int(res.num_iters), float(res.log_likelihood)
+
+
+def bench(name, problem, max_iter, tol, repeats):
+    model, data, params0, m_step = problem
+    em_s, em_res = median_seconds(lambda t: em.fit(
+        model, data, params0, m_step=m_step, max_iter=max_iter, tol=t or tol), repeats)
+    d_s, d_res = median_seconds(lambda t: em.fit_direct(
+        model, data, params0, max_iter=max_iter, tol=t or tol), repeats)
+    evals, counted_iters, counted_ll = direct_evaluations(model, data, params0, max_iter, tol)
+    if counted_iters != int(d_res.num_iters) or abs(counted_ll - float(d_res.log_likelihood)) > 1e-6:
+        raise RuntimeError(f"{name}: the counted run differs from the timed one "
+                           f"({counted_iters} vs {int(d_res.num_iters)} steps)")
+    return dict(name=name, em=(em_s, em_res), direct=(d_s, d_res), evals=evals)
+
+
+def jaxem_revision() -> str:
+    """The commit jaxem was imported from, and whether its jaxem/ had uncommitted changes."""
+    where = em.__path__[0]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=where).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "."], capture_output=True, text=True,
+                               cwd=where).stdout.strip()
+    except OSError:
+        return f"{where}, not a git checkout"
+    return f"{where}, commit {commit or '?'}, " + ("jaxem/ modified" if dirty else "jaxem/ clean")
+
+
+def report(rows, tol, max_iter, repeats) -> str:
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, jax {jax.__version__} "
+        f"({jax.default_backend()}), optax {optax.__version__}, jaxem from {jaxem_revision()}; "
+        f"float64, tol {tol:g} per observation, max_iter {max_iter}, "
+        f"median of {repeats}",
+        "",
+        "| problem | EM iters | EM s | EM s/iter | EM log-lik | EM conv. | direct steps | direct f+g evals "
+        "| direct s | direct s/step | direct log-lik | direct conv. | direct − EM | SQUAREM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        (es, e), (ds, d) = r["em"], r["direct"]
+        ei, di = int(e.num_iters), int(d.num_iters)
+        lines.append(
+            f"| {r['name']} | {ei} | {es:.3g} | {es / ei:.3g} | {float(e.log_likelihood):.6f} "
+            f"| {bool(e.converged)} | {di} | {r['evals']} | {ds:.3g} | {ds / di:.3g} "
+            f"| {float(d.log_likelihood):.6f} | {bool(d.converged)} "
+            f"| {float(d.log_likelihood) - float(e.log_likelihood):.3g} | not implemented yet |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    parser.add_argument("--tol", type=float, default=1e-10)
+    parser.add_argument("--max-iter", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="abcd", help="the problems to run, e.g. 'd'")
+    parser.add_argument("--hmm-radius", type=float, default=2.0,
+                        help="(d): radius of the circle the true state means lie on")
+    args = parser.parse_args(argv)
+    n, t = (2_000, 1_000) if args.quick else (20_000, 10_000)
+    problems = {
+        "a": lambda: ("(a) Hasselblad Poisson mixture K=2, N=1096", hasselblad()),
+        "b": lambda: ("(b) Old Faithful, GMM K=2 full, N=272", old_faithful()),
+        "c": lambda: (f"(c) GMM K=16 full, D=8, N={n:,}", overlapping_gmm(n, 8, 16)),
+        "d": lambda: (f"(d) Gaussian HMM K=4 full, D=2, T={t:,}, means on radius {args.hmm_radius:g}",
+                      gaussian_hmm(t, args.hmm_radius)),
+    }
+    repeats = 1 if args.quick else args.repeats
+    rows = []
+    for key in args.only:
+        name, problem = problems[key]()
+        rows.append(bench(name, problem, args.max_iter, args.tol, repeats))
+        print(f"done: {name}", flush=True)
+    print(report(rows, args.tol, args.max_iter, repeats))
+
+
+if __name__ == "__main__":
+    main()
