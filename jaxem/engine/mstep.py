@@ -199,7 +199,7 @@ def climb_step(tx, negative_objective: Callable, s: ClimbState) -> ClimbState:
     )
     updates = jax.tree_util.tree_map(lambda u: s.step_scale.astype(u.dtype) * u, updates)
     candidate = optax.apply_updates(s.params, updates)
-    cand_value, cand_grad = jax.value_and_grad(negative_objective)(candidate)
+    cand_value, cand_grad = _value_and_grad_at(negative_objective, candidate, opt_state, s.step_scale)
     finite = jnp.isfinite(cand_value) & all_finite(candidate) & all_finite(cand_grad)
     accept = finite & (cand_value <= s.value)
     return ClimbState(
@@ -209,6 +209,20 @@ def climb_step(tx, negative_objective: Callable, s: ClimbState) -> ClimbState:
         opt_state=select(accept, opt_state, s.opt_state),
         step_scale=jnp.where(accept, s.step_scale, 0.5 * s.step_scale),
     )
+
+
+def _value_and_grad_at(negative_objective: Callable, candidate: Any, opt_state: Any, step_scale):
+    """The value and gradient at the candidate: those a line search (L-BFGS's zoom) stored in
+    the optimizer state at that very point when the step was not scaled down, else computed."""
+    try:
+        stored = optax.tree.get(opt_state, "value"), optax.tree.get(opt_state, "grad")
+    except (KeyError, ValueError):  # several entries: do not guess which one
+        stored = (None, None)
+    compute = jax.value_and_grad(negative_objective)
+    if stored[0] is None or stored[1] is None:
+        return compute(candidate)
+    reuse = (step_scale == 1) & jnp.isfinite(stored[0])
+    return jax.lax.cond(reuse, lambda _: stored, compute, candidate)
 
 
 def negative_q(model, posterior, data, log_prior) -> Callable[[Any], jax.Array]:
