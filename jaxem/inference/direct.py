@@ -67,6 +67,10 @@ def fit_direct(model: Any, data: Any, params0: Any, *, optimizer: Any = None, ma
       `converged`, `finite`. It reaches the optimum EM reaches from a start in the
       same basin (`tests/test_inference.py`). Jittable and vmappable over
       `params0`; not differentiable (its loop is not; differentiate `jaxem.fit`).
+      It maximises ℓ itself, with no `reg_covar` floor: a Gaussian likelihood is
+      unbounded near singular covariances, and a run may stop at a small component
+      with a nearly singular covariance where EM (floored) would not
+      (`benchmarks/README.md`, the K=16 mixture).
     """
     check_fit_settings(max_iter, tol)
     check_model_data(model, data)
