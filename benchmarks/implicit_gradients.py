@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import subprocess
 import time
 
 import jax
@@ -52,40 +51,14 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 from jax.scipy.sparse.linalg import gmres  # noqa: E402
+from problems import hasselblad, jaxem_revision, old_faithful  # noqa: E402
 
 import jaxem as em  # noqa: E402
 from jaxem.engine.implicit import fixed_point_functions  # noqa: E402
 from jaxem.engine.mstep import resolve_m_step  # noqa: E402
 
-DEATHS_PER_DAY = np.arange(10)
-NUM_DAYS = np.array([162, 267, 271, 185, 111, 61, 27, 8, 3, 1])
 RESTART, MAX_RESTARTS = 30, 20  # jaxem's GMRES settings (jaxem/engine/implicit.py)
 TARGET = 1e-10
-
-
-def poisson_log_joint(params, x, z):
-    log_weights = jax.nn.log_softmax(params["logits"])
-    return log_weights[z] + em.families.poisson_logpmf(x, jnp.exp(params["log_rates"][z]))
-
-
-def poisson_closed_form(posterior, data, params):
-    del params
-    counts = jnp.sum(posterior.marginals, axis=0)
-    rates = posterior.marginals.T @ data.astype(counts.dtype) / counts
-    return {"logits": jnp.log(counts / jnp.sum(counts)), "log_rates": jnp.log(rates)}
-
-
-def hasselblad():
-    model = em.Mixture(poisson_log_joint, num_states=2)
-    data = jnp.repeat(jnp.asarray(DEATHS_PER_DAY, jnp.float64), jnp.asarray(NUM_DAYS))
-    params0 = {"logits": jnp.zeros(2), "log_rates": jnp.log(jnp.array([1.0, 3.0]))}
-    return model, data, params0, em.ClosedForm(poisson_closed_form)
-
-
-def old_faithful():
-    model = em.models.gaussian_mixture(2, "full")
-    data = jnp.asarray(em.datasets.old_faithful())
-    return model, data, model.init(jax.random.PRNGKey(0), data), None
 
 
 def mid_gmm(n=5_000, dim=4, k=8):
@@ -212,19 +185,6 @@ def solver_costs(name, system_inputs, repeats, max_products):
         rel = float(jnp.linalg.norm(matvec(v) - b) / jnp.linalg.norm(b))
         rows.append(dict(name=name, solver=solver, products=counter.count, seconds=seconds, residual=rel))
     return rows, rate, b.size
-
-
-def jaxem_revision() -> str:
-    """The commit jaxem was imported from, and whether its jaxem/ had uncommitted changes."""
-    where = em.__path__[0]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, cwd=where).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "."], capture_output=True, text=True,
-                               cwd=where).stdout.strip()
-    except OSError:
-        return f"{where}, not a git checkout"
-    return f"{where}, commit {commit or '?'}, " + ("jaxem/ modified" if dirty else "jaxem/ clean")
 
 
 def report(grads, solvers, tols, repeats) -> str:
