@@ -83,7 +83,8 @@ def test_restarts_result_and_plain_dict_params_round_trip(tmp_path):
               "layers": [np.arange(6, dtype=np.int64).reshape(2, 3), (np.float64(-0.0), None)],
               "flags": np.array([True, False]), "scale": np.array(2.5, np.float64)}
     history = np.array([-3.0, -2.5, np.nan, np.nan])
-    hand = FitResult(params, np.float64(-2.5), history, np.int32(2), np.bool_(False), np.bool_(True))
+    hand = FitResult(params, np.float64(-2.5), history, np.int32(2), np.bool_(False), np.bool_(True),
+                     np.int32(3))
     loaded, settings_back = load_result(save_result(tmp_path / "dict.npz", hand))
     assert_identical(loaded, hand)
     assert list(loaded.params) == list(params) and settings_back == {}
@@ -127,7 +128,7 @@ def test_unknown_namedtuple_loads_as_a_stand_in_with_the_same_fields(tmp_path, m
     """A NamedTuple whose class cannot be found among imported modules comes back as a namedtuple
     with the same name, fields and values; nothing is imported to look for it."""
     value = FitResult(Unknown(np.ones(2), np.zeros(1)), np.float64(0.0), np.zeros(0), np.int32(0),
-                      np.bool_(False), np.bool_(True))
+                      np.bool_(False), np.bool_(True), np.int32(1))
     path = save_result(tmp_path / "unknown.npz", value)
     monkeypatch.setattr(Unknown, "__module__", "a_module_that_is_not_imported")
     path = save_result(tmp_path / "unknown.npz", value)
@@ -146,7 +147,8 @@ def test_unknown_namedtuple_loads_as_a_stand_in_with_the_same_fields(tmp_path, m
     ({"outer": {"inner": {3}}}, TypeError, "settings['outer']['inner']"),
 ])
 def test_settings_that_would_not_round_trip_are_refused(tmp_path, settings_value, error, where):
-    result = FitResult(np.ones(1), np.float64(0.0), np.zeros(0), np.int32(0), np.bool_(False), np.bool_(True))
+    result = FitResult(np.ones(1), np.float64(0.0), np.zeros(0), np.int32(0), np.bool_(False), np.bool_(True),
+                       np.int32(1))
     with pytest.raises(error) as info:
         save_result(tmp_path / "bad.npz", result, settings_value)
     assert str(info.value).startswith(where)
@@ -169,7 +171,7 @@ def test_saving_does_not_modify_the_result(tmp_path):
     params = GaussianMixtureParams(np.full(GMM_K, 1 / GMM_K), np.zeros((GMM_K, GMM_D)),
                                    np.broadcast_to(np.eye(GMM_D), (GMM_K, GMM_D, GMM_D)).copy())
     result = FitResult(params, np.float64(1.0), np.array([0.5, np.nan]), np.int32(1), np.bool_(True),
-                       np.bool_(True))
+                       np.bool_(True), np.int32(2))
     copies = [np.array(leaf, copy=True) for leaf in jax.tree_util.tree_leaves(result)]
     save_result(tmp_path / "r.npz", result, SETTINGS)
     for leaf, copy in zip(jax.tree_util.tree_leaves(result), copies, strict=True):
@@ -197,7 +199,7 @@ def test_round_trip_property(tmp_path_factory, settings_value, dtype, shape, see
         array = array.view(np.uint8) % 2 == 1
     params = {"w": array, "nested": [array.reshape(-1)[:1], None]}
     result = FitResult(params, np.float64(-1.5), np.array([np.nan]), np.int32(0), np.bool_(False),
-                       np.bool_(False))
+                       np.bool_(False), np.int32(1))
     path = save_result(tmp_path_factory.mktemp("io") / "p.npz", result, settings_value)
     loaded, settings_back = load_result(path)
     assert_identical(loaded, result)

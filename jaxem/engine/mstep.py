@@ -173,21 +173,24 @@ class Gradient(MStep):
 
 
 class ClimbState(NamedTuple):
-    """A safeguarded descent: the point, its value and gradient, the optimizer's state and the
-    scale of the next step (halved after each rejected step)."""
+    """A safeguarded descent: the point, its value and gradient, the optimizer's state, the
+    scale of the next step (halved after each rejected step) and the evaluations of the
+    value and gradient so far (a line search's included, when it reports them)."""
 
     params: Any
     value: jax.Array  # the objective being minimised, at params
     grad: Any
     opt_state: Any
     step_scale: jax.Array
+    evaluations: jax.Array
 
 
 def climb_start(tx, negative_objective: Callable, params: Any, opt_state: Any = None) -> ClimbState:
     """The state `climb_step` starts from (a fresh optimizer state when `opt_state` is None)."""
     value, grad = jax.value_and_grad(negative_objective)(params)
     opt_state = tx.init(params) if opt_state is None else opt_state
-    return ClimbState(params, value, grad, opt_state, jnp.ones((), jnp.result_type(value)))
+    return ClimbState(params, value, grad, opt_state, jnp.ones((), jnp.result_type(value)),
+                      jnp.ones((), jnp.int32))
 
 
 def climb_step(tx, negative_objective: Callable, s: ClimbState) -> ClimbState:
@@ -199,7 +202,8 @@ def climb_step(tx, negative_objective: Callable, s: ClimbState) -> ClimbState:
     )
     updates = jax.tree_util.tree_map(lambda u: s.step_scale.astype(u.dtype) * u, updates)
     candidate = optax.apply_updates(s.params, updates)
-    cand_value, cand_grad = _value_and_grad_at(negative_objective, candidate, opt_state, s.step_scale)
+    cand_value, cand_grad, computed = _value_and_grad_at(negative_objective, candidate, opt_state,
+                                                         s.step_scale)
     finite = jnp.isfinite(cand_value) & all_finite(candidate) & all_finite(cand_grad)
     accept = finite & (cand_value <= s.value)
     return ClimbState(
@@ -208,21 +212,34 @@ def climb_step(tx, negative_objective: Callable, s: ClimbState) -> ClimbState:
         grad=select(accept, cand_grad, s.grad),
         opt_state=select(accept, opt_state, s.opt_state),
         step_scale=jnp.where(accept, s.step_scale, 0.5 * s.step_scale),
+        evaluations=s.evaluations + _line_search_evaluations(opt_state) + computed,
     )
 
 
+def _line_search_evaluations(opt_state: Any) -> jax.Array:
+    """The evaluations the last update's line search made (optax's zoom line search reports
+    them as `num_linesearch_steps`); 0 for an optimizer without one."""
+    try:
+        steps = optax.tree.get(opt_state, "num_linesearch_steps")
+    except (KeyError, ValueError):
+        return jnp.zeros((), jnp.int32)
+    return jnp.asarray(steps, jnp.int32)
+
+
 def _value_and_grad_at(negative_objective: Callable, candidate: Any, opt_state: Any, step_scale):
-    """The value and gradient at the candidate: those a line search (L-BFGS's zoom) stored in
-    the optimizer state at that very point when the step was not scaled down, else computed."""
+    """(value, gradient, 1 if computed here else 0) at the candidate: those a line search
+    (L-BFGS's zoom) stored in the optimizer state at that very point when the step was not
+    scaled down, else computed."""
     try:
         stored = optax.tree.get(opt_state, "value"), optax.tree.get(opt_state, "grad")
     except (KeyError, ValueError):  # several entries: do not guess which one
         stored = (None, None)
     compute = jax.value_and_grad(negative_objective)
     if stored[0] is None or stored[1] is None:
-        return compute(candidate)
+        return (*compute(candidate), jnp.ones((), jnp.int32))
     reuse = (step_scale == 1) & jnp.isfinite(stored[0])
-    return jax.lax.cond(reuse, lambda _: stored, compute, candidate)
+    value, grad = jax.lax.cond(reuse, lambda _: stored, compute, candidate)
+    return value, grad, jnp.where(reuse, 0, 1).astype(jnp.int32)
 
 
 def negative_q(model, posterior, data, log_prior) -> Callable[[Any], jax.Array]:

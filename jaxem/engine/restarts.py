@@ -1,7 +1,14 @@
 """Many starting points in one vmapped program: `fit_restarts`.
 
-A vmapped `while_loop` runs until its slowest member stops, so fitting R
-restarts to convergence at once costs R × (iterations of the slowest restart).
+A vmapped `while_loop` runs until its slowest member stops, so a plain batch of R
+restarts costs R × (iterations of the slowest restart). Here the batch runs in
+segments of `SEGMENT_PASSES` passes; before each, the unfinished restarts are
+gathered into the smallest batch of a fixed ladder of sizes (R, then powers of
+two: `compaction_ladder`) and scattered back after it, so a finished restart stops
+costing within a segment, and at most 1 + ⌈log2 R⌉ batch shapes are compiled (all
+in one program, behind a `lax.switch`; under an outer `vmap` the switch becomes a
+select and every branch runs). Loops are paused and resumed with their whole state
+(`jaxem.engine.fit.LoopState`), so each restart's result is that of its own fit.
 
 - `strategy="exhaustive"` (the default) runs every restart to convergence and
   equals a Python loop of `jaxem.fit` over the starting points: the same
@@ -9,7 +16,7 @@ restarts to convergence at once costs R × (iterations of the slowest restart).
 - `strategy="emem"` (Biernacki, Celeux & Govaert 2003) spends iterations where
   they are likely to matter: every restart runs at most `explore_iters` EM
   iterations, then the `num_refine` restarts with the highest objective
-  continue to convergence (or `max_iter` in all). Restarts not refined keep
+  continue to convergence (or `max_iter` in all) from where they paused. Restarts not refined keep
   their short-run results (their `converged` says whether they finished).
   It is faster, and a heuristic: the restart that would end best is not always
   among the best after the short runs (the 32-restart benchmark shows one such
@@ -29,12 +36,25 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxem.engine.fit import FitResult, check_convergence, check_inputs, fit_options, run_em
+from jaxem.engine.fit import (
+    FitResult,
+    LoopState,
+    advance,
+    check_acceleration,
+    check_convergence,
+    check_inputs,
+    finish,
+    fit_options,
+    start_loop,
+)
 from jaxem.engine.implicit import implicit_outputs, perturbed_closures, run_stopped
 from jaxem.engine.mstep import resolve_m_step
 from jaxem.validation import check_fit_settings, check_int, check_restart_batch
 
-__all__ = ["RestartsResult", "fit_restarts", "best_index"]
+__all__ = ["RestartsResult", "SEGMENT_PASSES", "best_index", "compaction_ladder", "fit_restarts"]
+
+# Passes (E-steps) each restart runs between two compactions of the batch.
+SEGMENT_PASSES = 8
 
 
 class RestartsResult(NamedTuple):
@@ -98,6 +118,8 @@ def fit_restarts(
     weights, m_step, log_prior = options["weights"], options["m_step"], options["log_prior"]
     check_fit_settings(max_iter, tol)
     check_convergence(convergence)
+    acceleration = options["acceleration"]
+    check_acceleration(acceleration)
     if strategy not in ("emem", "exhaustive"):
         raise ValueError(f"strategy: expected 'emem' or 'exhaustive', got {strategy!r}.")
     num_restarts = check_restart_batch(params0)
@@ -124,24 +146,27 @@ def fit_restarts(
 
     def loop(model, data, params0, weights, tol):
         return _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter,
-                                  explore_iters, num_refine, convergence)
+                                  explore_iters, num_refine, convergence, acceleration)
 
     result = run_stopped(loop, converted, model, data, params0, weights, tol)
     params, value = implicit_outputs(converted, result.best.params, result.best.log_likelihood, eta)
     return result._replace(best=result.best._replace(params=params, log_likelihood=value))
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10))
+@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10, 11))
 def _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter,
-                       explore_iters, num_refine, convergence):
-    def run(params, budget):
-        return run_em(model, data, params, weights, m_step, log_prior, max_iter, budget, tol, convergence)
+                       explore_iters, num_refine, convergence, acceleration):
+    def start(params):
+        return start_loop(model, data, params, weights, m_step, log_prior, max_iter, explore_iters,
+                          acceleration)
 
-    explored = jax.vmap(run, in_axes=(0, None))(params0, explore_iters)
-    if explore_iters >= max_iter:
-        results = explored
-    else:
-        results = _refine(run, explored, num_refine, max_iter)
+    def run(states):
+        return _run_compacted(states, model, data, weights, m_step, log_prior, tol, convergence)
+
+    states = run(jax.vmap(start)(params0))
+    if explore_iters < max_iter:
+        states = _refine(run, states, num_refine, max_iter)
+    results = jax.vmap(finish)(states)
     best = best_index(results)
     return RestartsResult(
         best=jax.tree_util.tree_map(lambda x: x[best], results),
@@ -150,30 +175,59 @@ def _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, ma
     )
 
 
-def _refine(run, explored: FitResult, num_refine: int, max_iter: int) -> FitResult:
-    """Continue the `num_refine` best explored restarts and splice their results in."""
-    score = jnp.where(explored.finite, explored.log_likelihood, -jnp.inf)
+def compaction_ladder(num_restarts: int) -> tuple[int, ...]:
+    """The batch sizes unfinished restarts are compacted to: R, then the powers of two
+    below it, largest first (so few shapes compile: 1 + ⌈log2 R⌉ of them)."""
+    sizes = [num_restarts]
+    while sizes[-1] > 1:
+        sizes.append(1 << ((sizes[-1] - 1).bit_length() - 1))
+    return tuple(sizes)
+
+
+def _run_compacted(states: LoopState, model, data, weights, m_step, log_prior, tol, convergence) -> LoopState:
+    """Run a batch of loops until all are done, `SEGMENT_PASSES` passes at a time; before each
+    segment the unfinished restarts are gathered into the smallest batch of the ladder
+    that holds them (padded with finished ones, which a pass leaves unchanged) and
+    scattered back after it. A loop can be paused after any pass and resumed with the
+    same result, so each restart ends exactly as its own `jaxem.fit` would."""
+    num_restarts = states.done.shape[0]
+    ladder = compaction_ladder(num_restarts)
+
+    def segment(sub: LoopState) -> LoopState:
+        def one(s):
+            return advance(s, model, data, weights, m_step, log_prior, tol, convergence,
+                           pass_limit=s.num_e_steps + SEGMENT_PASSES)
+        return jax.vmap(one)(sub)
+
+    def compacted(size: int):
+        def run(all_: LoopState) -> LoopState:
+            if size == num_restarts:
+                return segment(all_)
+            # The unfinished restarts first (a stable sort keeps their order), then finished ones.
+            chosen = jnp.argsort(all_.done, stable=True)[:size]
+            sub = segment(jax.tree_util.tree_map(lambda x: x[chosen], all_))
+            return jax.tree_util.tree_map(lambda x, y: x.at[chosen].set(y), all_, sub)
+        return run
+
+    branches = [compacted(size) for size in ladder]
+
+    def step(all_: LoopState) -> LoopState:
+        unfinished = jnp.sum(~all_.done)
+        # The smallest size on the (descending) ladder that holds every unfinished restart.
+        level = jnp.sum(jnp.asarray(ladder) >= unfinished) - 1
+        return jax.lax.switch(level, branches, all_)
+
+    return jax.lax.while_loop(lambda s: jnp.any(~s.done), step, states)
+
+
+def _refine(run, explored: LoopState, num_refine: int, max_iter: int) -> LoopState:
+    """Continue the `num_refine` restarts with the highest explored objective, up to
+    `max_iter` iterations in all, from where their loops paused."""
+    score = jnp.where(explored.finite, explored.objective, -jnp.inf)
     _, chosen = jax.lax.top_k(score, num_refine)
     start = jax.tree_util.tree_map(lambda x: x[chosen], explored)
-    # Finished restarts (converged or non-finite) get no more iterations.
-    budget = jnp.where(start.converged | ~start.finite, 0, max_iter - start.num_iters)
-    more = jax.vmap(run)(start.params, budget)
-    merged = jax.vmap(_concatenate)(start, more)
-    return jax.tree_util.tree_map(lambda all_, sub: all_.at[chosen].set(sub), explored, merged)
-
-
-def _concatenate(first: FitResult, second: FitResult) -> FitResult:
-    """The result of running `first`, then `second` from `first.params`."""
-    n1 = first.num_iters
-    positions = jnp.arange(first.history.shape[0])
-    shifted = second.history[jnp.clip(positions - n1, 0, None)]
-    history = jnp.where(positions < n1, first.history, shifted)
-    ran_more = second.num_iters > 0
-    return FitResult(
-        params=second.params,
-        log_likelihood=second.log_likelihood,
-        history=history,
-        num_iters=n1 + second.num_iters,
-        converged=jnp.where(ran_more, second.converged, first.converged),
-        finite=first.finite & second.finite,
-    )
+    # Finished restarts (converged or non-finite) get no more passes.
+    start = start._replace(budget=jnp.full_like(start.budget, max_iter),
+                           done=start.converged | ~start.finite)
+    more = run(start)
+    return jax.tree_util.tree_map(lambda all_, sub: all_.at[chosen].set(sub), explored, more)

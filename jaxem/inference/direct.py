@@ -111,4 +111,5 @@ def _fit_direct_compiled(model, data, u, free, weights, tol, optimizer, log_prio
     params = constrain(model, fill(final.climb.params))
     value = -final.climb.value
     finite = jnp.isfinite(value) & jnp.all(jnp.isfinite(final.climb.params))
-    return FitResult(params, value, final.history, final.num_iters, final.converged, finite)
+    return FitResult(params, value, final.history, final.num_iters, final.converged, finite,
+                     final.climb.evaluations)
