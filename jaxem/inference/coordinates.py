@@ -23,20 +23,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxem.engine.kernel import objective_prior
+from jaxem.engine.squarem import constrain, unconstrain
 
 __all__ = ["coordinate_names", "constrain", "free_coordinates", "objective", "substitute", "unconstrain"]
-
-
-def unconstrain(model: Any, params: Any) -> Any:
-    """u = model.unconstrain(θ), or θ itself for a model without a bijection."""
-    method = getattr(model, "unconstrain", None)
-    return method(params) if callable(method) else params
-
-
-def constrain(model: Any, u: Any) -> Any:
-    """θ = model.constrain(u), or u itself for a model without a bijection."""
-    method = getattr(model, "constrain", None)
-    return method(u) if callable(method) else u
 
 
 def objective(model: Any, log_prior: Callable | None, params: Any, data: Any, weights: Any = None):
