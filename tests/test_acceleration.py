@@ -46,7 +46,8 @@ POISSON = em.Mixture(poisson_log_joint, 2, m_step=em.ClosedForm(poisson_maximize
 
 
 def poisson_start(weight, rate0, rate1):
-    return {"logits": jnp.log(jnp.array([weight, 1 - weight])), "log_rates": jnp.log(jnp.array([rate0, rate1]))}
+    return {"logits": jnp.log(jnp.array([weight, 1 - weight])),
+            "log_rates": jnp.log(jnp.array([rate0, rate1]))}
 
 
 def fit_poisson(params0, acceleration, tol=1e-12, weights=DAYS, data=DEATHS):

@@ -177,3 +177,21 @@ def test_restart_whose_m_step_goes_nan_is_never_best():
 def test_an_unknown_option_is_refused_by_name():
     with pytest.raises(TypeError, match=r"^fit_restarts: unexpected keyword argument\(s\) \['max_iters'\]"):
         em.fit_restarts(MODEL, DATA, STARTS, max_iters=3)
+
+
+def test_the_compaction_ladder_and_that_the_loop_test_exercises_it():
+    """Unfinished restarts are compacted to R, then powers of two; the restarts of
+    `test_exhaustive_equals_a_loop_of_fit` finish many segments apart (so batches of several
+    sizes ran there, and each row still equals its own fit)."""
+    from jaxem.engine.restarts import SEGMENT_PASSES, compaction_ladder
+
+    assert compaction_ladder(1) == (1,)
+    assert compaction_ladder(5) == (5, 4, 2, 1)
+    assert compaction_ladder(16) == (16, 8, 4, 2, 1)
+    assert compaction_ladder(17) == (17, 16, 8, 4, 2, 1)
+    result = em.fit_restarts(MODEL, DATA, STARTS, strategy="exhaustive", max_iter=GMM_MAX_ITER)
+    e_steps = np.asarray(result.restarts.num_e_steps)
+    finished = np.ceil(e_steps / SEGMENT_PASSES)
+    assert finished.max() - finished.min() >= 3, e_steps
+    finite = np.asarray(result.restarts.finite)
+    np.testing.assert_array_equal(e_steps[finite], np.asarray(result.restarts.num_iters)[finite] + 1)

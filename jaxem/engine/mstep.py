@@ -221,9 +221,9 @@ def _line_search_evaluations(opt_state: Any) -> jax.Array:
     them as `num_linesearch_steps`); 0 for an optimizer without one."""
     try:
         steps = optax.tree.get(opt_state, "num_linesearch_steps")
-    except (KeyError, ValueError):
-        return jnp.zeros((), jnp.int32)
-    return jnp.asarray(steps, jnp.int32)
+    except (KeyError, ValueError):  # several entries: do not guess which one
+        steps = None
+    return jnp.zeros((), jnp.int32) if steps is None else jnp.asarray(steps, jnp.int32)
 
 
 def _value_and_grad_at(negative_objective: Callable, candidate: Any, opt_state: Any, step_scale):
