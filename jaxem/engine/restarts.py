@@ -53,8 +53,10 @@ from jaxem.validation import check_fit_settings, check_int, check_restart_batch
 
 __all__ = ["RestartsResult", "SEGMENT_PASSES", "best_index", "compaction_ladder", "fit_restarts"]
 
-# Passes (E-steps) each restart runs between two compactions of the batch.
-SEGMENT_PASSES = 8
+# Passes (E-steps) each restart runs between two compactions of the batch. On 32 restarts of a
+# K=16 mixture (N=20,000, D=8) to tol 1e-3: 1.56 s with 4, 1.73 s with 8, 2.68 s without
+# compaction; a ladder of powers of 4 instead of 2 compiled 1 s faster and ran 0.25 s slower.
+SEGMENT_PASSES = 4
 
 
 class RestartsResult(NamedTuple):
