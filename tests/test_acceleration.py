@@ -221,3 +221,21 @@ def test_squarem_restarts_equal_a_loop_of_fits_and_the_keyword_is_checked():
         assert int(result.restarts.num_e_steps[i]) == int(alone.num_e_steps)
     with pytest.raises(ValueError, match="acceleration"):
         em.fit(POISSON, jnp.asarray(DEATHS), starts[0], acceleration="anderson")
+
+
+def test_squarem_under_jit_and_grad_matches_plain_em():
+    """The same fixed point, so the same implicit derivative of ℓ* in the sample weights; and an
+    outer jit changes nothing."""
+    start = poisson_start(0.4, 1.0, 3.0)
+
+    def value(weights, acceleration):
+        return fit_poisson(start, acceleration, tol=1e-12, weights=weights).log_likelihood
+
+    weights = jnp.asarray(DAYS)
+    fast = jax.grad(lambda w: value(w, "squarem"))(weights)
+    plain = jax.grad(lambda w: value(w, None))(weights)
+    np.testing.assert_allclose(fast, plain, rtol=1e-6, atol=1e-8)
+    jitted = jax.jit(lambda w: fit_poisson(start, "squarem", tol=1e-10, weights=w))(weights)
+    eager = fit_poisson(start, "squarem", tol=1e-10)
+    assert int(jitted.num_e_steps) == int(eager.num_e_steps)
+    np.testing.assert_allclose(float(jitted.log_likelihood), float(eager.log_likelihood), rtol=1e-12)
