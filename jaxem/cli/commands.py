@@ -10,8 +10,8 @@ it the shipped Old Faithful data (272 × 2) is used. With `--model hmm` the rows
 are one sequence in time order. The command line runs in float64 (it is an
 application, so it switches on `jax_enable_x64`; the library never does). Each
 model configuration is ONE compiled program (`jaxem.cli.fitting`). Compiled
-programs are kept in a persistent cache (`$JAXEM_CACHE_DIR`, default
-`~/.cache/jaxem/xla`; `--no-cache` or an empty `JAXEM_CACHE_DIR` turns it
+programs are kept in JAX's persistent cache (`jaxem.compilation_cache`: `$JAXEM_CACHE_DIR`,
+default `~/.cache/jaxem/xla`; `--no-cache` or an empty `JAXEM_CACHE_DIR` turns it
 off), so a second run of the same configuration skips the compile.
 
 Errors are one line on stderr and a non-zero exit code (1 for bad data or a
@@ -42,6 +42,7 @@ from jaxem.cli.report import (
     json_number,
     save_npz,
 )
+from jaxem.compilation_cache import enable_persistent_cache
 
 __all__ = ["main", "build_parser", "parse_components"]
 
@@ -371,13 +372,8 @@ def _run_select(args: argparse.Namespace) -> int:
 
 def _configure_jax(args: argparse.Namespace) -> None:
     jax.config.update("jax_enable_x64", True)
-    cache = os.environ.get("JAXEM_CACHE_DIR")
-    if cache is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        cache = os.path.join(base, "jaxem", "xla")
-    if cache and not args.no_cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    if not args.no_cache:
+        enable_persistent_cache()
 
 
 def _one_line(err: BaseException) -> str:

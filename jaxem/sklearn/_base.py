@@ -6,9 +6,10 @@ NumPy back to scikit-learn's world. The pieces here, in the order a fit uses the
 - `check_int`: the faces' check of an int setting (n_samples, n_iter, ...).
 - `jax_key`: a JAX PRNG key drawn from a NumPy `RandomState`, so that
   `random_state` seeds JAX's draws.
-- `x64`, `to_jax`, `to_numpy`: the float64 context every JAX call of the
-  faces runs in (`jax.enable_x64(True)`; JAX's global setting is left alone),
-  and pytrees of parameters moved into and out of it.
+- `jax_context`, `to_jax`, `to_numpy`: the context every JAX call of the faces
+  runs in (float64 by `jax.enable_x64(True)`, JAX's global setting left alone;
+  the persistent compilation cache of `jaxem.compilation_cache` turned on), and
+  pytrees of parameters moved into and out of it.
 - `padded_size`, `padded_rows`: shapes padded to a power of two, so that few
   shapes compile.
 - `one_more_m_step`: scikit-learn's and hmmlearn's last iteration. Their loop
@@ -33,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.compilation_cache import enable_persistent_cache
 from jaxem.engine.mstep import resolve_m_step
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "check_int",
     "draw",
     "is_symmetric_positive_definite",
+    "jax_context",
     "jax_key",
     "one_more_m_step",
     "padded_rows",
@@ -47,7 +50,6 @@ __all__ = [
     "take",
     "to_jax",
     "to_numpy",
-    "x64",
 ]
 
 
@@ -68,15 +70,18 @@ def jax_key(random_state: np.random.RandomState) -> jax.Array:
 # --- float64 JAX ---------------------------------------------------------------------------------
 
 
-def x64():
+def jax_context():
     """The context the faces compute in: `jax.enable_x64(True)`, float64 without touching JAX's
-    global configuration. Contexts nest, so helpers may enter it again."""
+    global x64 setting (contexts nest, so helpers may enter it again); entering it first turns
+    on the persistent compilation cache (`jaxem.compilation_cache.enable_persistent_cache`:
+    unless the user configured one or set JAXEM_CACHE_DIR to the empty string)."""
+    enable_persistent_cache()
     return jax.enable_x64(True)
 
 
 def to_jax(tree: Any, dtype=None) -> Any:
     """Every leaf of `tree` as a JAX array (of `dtype` when given); None leaves stay None.
-    Call inside `x64()`, or float64 leaves become float32."""
+    Call inside `jax_context()`, or float64 leaves become float32."""
     return jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, dtype), tree)
 
 
@@ -148,6 +153,6 @@ def draw(model, key: jax.Array, params, num_samples: int) -> tuple[np.ndarray, n
     a batch of a power-of-two size so that few sizes compile. The first n draws of a longer
     batch are an exact sample of size n: independent draws for a mixture, the first n steps
     of a longer chain for an HMM."""
-    with x64():
+    with jax_context():
         x, z = _sample_program(model, key, to_jax(params), padded_size(num_samples, 1))
         return np.asarray(x, np.float64)[:num_samples], np.asarray(z, np.int64)[:num_samples]
