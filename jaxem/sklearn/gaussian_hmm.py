@@ -49,6 +49,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from jaxem.engine.fit import check_acceleration
 from jaxem.engine.mstep import MStep
 from jaxem.engine.restarts import fit_restarts
 from jaxem.families.gaussian import GaussianFamily
@@ -139,6 +140,10 @@ class GaussianHMM(BaseEstimator):
     - Everything is float64 (in a `jax.enable_x64` context; the global setting
       is left alone). `verbose` rows are printed after the compiled fit ends.
     - `sample` draws with JAX's PRNG.
+    - `acceleration` (default None, not in hmmlearn): "squarem" accelerates each restart
+      with SQUAREM (`jaxem.fit(acceleration="squarem")`): the same optima in fewer
+      E-steps; monitor_.history and monitor_.iter then hold the accepted SQUAREM
+      iterations (each up to three E-steps), not hmmlearn's trajectory.
 
     Attributes (after fit)
     ----------------------
@@ -154,7 +159,7 @@ class GaussianHMM(BaseEstimator):
                  startprob_prior=1.0, transmat_prior=1.0, means_prior=0, means_weight=0,
                  covars_prior=1e-2, covars_weight=1, algorithm="viterbi", random_state=None,
                  n_iter=10, tol=1e-2, verbose=False, params="stmc", init_params="stmc",
-                 implementation="log", n_init=1):
+                 implementation="log", n_init=1, acceleration=None):
         self.n_components = n_components
         self.covariance_type = covariance_type
         self.min_covar = min_covar
@@ -173,6 +178,7 @@ class GaussianHMM(BaseEstimator):
         self.init_params = init_params
         self.implementation = implementation
         self.n_init = n_init
+        self.acceleration = acceleration
         # hmmlearn creates the monitor with the estimator.
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
 
@@ -223,7 +229,7 @@ class GaussianHMM(BaseEstimator):
         # Per-step tolerance of jaxem.fit (|Δ| < tol'·N); tol = 0 becomes the smallest positive one,
         # so that a decrease still stops the fit as in hmmlearn.
         tol_per_step = max(float(self.tol) / int(lengths.sum()), np.finfo(np.float64).tiny)
-        with _base.x64():
+        with _base.jax_context():
             rows, data = jnp.asarray(X), _sequences(X, lengths)
             starts = _base.to_jax(starts)
             if self.n_iter == 0:
@@ -231,7 +237,8 @@ class GaussianHMM(BaseEstimator):
                 params, log_probs, restart_ll = _base.take(start, 0), [], np.full(len(keys), np.nan)
             else:
                 fits, final, last = _base.to_numpy(_fit_program(
-                    model, m_step, data, rows, keys, starts, tol_per_step, int(self.n_iter) - 1)[1:])
+                    model, m_step, data, rows, keys, starts, tol_per_step, int(self.n_iter) - 1,
+                    self.acceleration)[1:])
                 usable = fits.finite & np.isfinite(last) & np.array(
                     [_base.all_finite(_base.take(final, r)) for r in range(len(keys))])
                 if not usable.any():
@@ -343,7 +350,7 @@ class GaussianHMM(BaseEstimator):
         # Padded to a power of two in both directions; the extra sequences (one step each) are
         # scored and dropped, so they change no result.
         batch = _base.padded_size(num_sequences, 1)
-        with _base.x64():
+        with _base.jax_context():
             data = _sequences(X, np.concatenate([lengths, np.ones(batch - num_sequences, int)]),
                               pad_rows=batch - num_sequences)
             out = _base.to_numpy(_infer_program(self._model(), _base.to_jax(self._fitted_params()), data))
@@ -365,6 +372,7 @@ class GaussianHMM(BaseEstimator):
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation: expected one of {tuple(IMPLEMENTATIONS)}, "
                              f"got {self.implementation!r}.")
+        check_acceleration(self.acceleration)
         for name, low in (("n_iter", 0), ("n_init", 1)):
             _base.check_int(getattr(self, name), name, low)
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0) or math.isnan(self.tol):
@@ -506,15 +514,15 @@ def _starting_points(model, keys, rows, starts: GaussianHMMParams) -> GaussianHM
 _starting_points_program = jax.jit(_starting_points)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 7))
-def _fit_program(model, m_step, data, rows, keys, starts, tol, em_iters: int):
+@functools.partial(jax.jit, static_argnums=(1, 7, 8))
+def _fit_program(model, m_step, data, rows, keys, starts, tol, em_iters: int, acceleration=None):
     """The whole fit as one vmapped program: (starting points; every restart's FitResult after
     at most `em_iters` M-steps, stopped by hmmlearn's signed rule (`convergence="gain"`) on
     log p(X | θ_i) alone; every restart's parameters after one more M-step; every restart's last
     log-likelihood log p(X | θ_T)), each with a leading restart axis R."""
     params0 = _starting_points(model, keys, rows, starts)
     result = fit_restarts(model, data, params0, m_step=m_step, log_prior=_no_prior, max_iter=em_iters,
-                          tol=tol, convergence="gain", strategy="exhaustive")
+                          tol=tol, convergence="gain", strategy="exhaustive", acceleration=acceleration)
 
     final, last = _base.one_more_m_step(model, result.restarts.params, data, m_step)
     return params0, result.restarts, final, last
@@ -537,7 +545,7 @@ def _infer_program(model, params, data):
 def _sequences(X: np.ndarray, lengths: np.ndarray, pad_rows: int = 0) -> Sequences:
     """The rows of X split by `lengths` (plus `pad_rows` copies of X's first row, for extra
     one-step sequences) as `Sequences` padded to a power-of-two number of steps. Call inside
-    `_base.x64()`: the values become JAX arrays here."""
+    `_base.jax_context()`: the values become JAX arrays here."""
     X = _base.padded_rows(X, X.shape[0] + pad_rows)
     max_length = _base.padded_size(int(lengths.max()), _MIN_STEPS)
     return Sequences.from_concatenated(X, lengths, max_length=max_length)

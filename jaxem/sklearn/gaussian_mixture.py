@@ -36,6 +36,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state, check_scalar
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from jaxem.engine.fit import check_acceleration
 from jaxem.engine.restarts import fit_restarts
 from jaxem.init import initial_responsibilities, kmeans_plusplus
 from jaxem.models.gaussian_mixture import GaussianMixtureModel, GaussianMixtureParams, gaussian_mixture
@@ -129,6 +130,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         `verbose_interval` iterations.
     verbose_interval : int, default=10
         Iterations between progress lines.
+    acceleration : {None, "squarem"}, default=None
+        jaxem's own: None runs plain EM (scikit-learn's trajectory); "squarem" accelerates
+        each restart with SQUAREM (`jaxem.fit(acceleration="squarem")`): the same optima in
+        fewer E-steps; `n_iter_` and `lower_bounds_` then count accepted SQUAREM iterations
+        (each costs up to three E-steps), so they differ from scikit-learn's.
 
     Attributes
     ----------
@@ -169,6 +175,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         warm_start=False,
         verbose=0,
         verbose_interval=10,
+        acceleration=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -184,6 +191,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.warm_start = warm_start
         self.verbose = verbose
         self.verbose_interval = verbose_interval
+        self.acceleration = acceleration
 
     # --- fitting --------------------------------------------------------------------------------
 
@@ -217,8 +225,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         else:
             given, num_restarts, previous = GaussianMixtureParams(*starts), int(self.n_init), -math.inf
         keys = jax.random.split(_base.jax_key(check_random_state(self.random_state)), num_restarts)
-        with _base.x64():
-            outcome = _run(model, X, keys, given, self.init_params, self.max_iter, float(self.tol), previous)
+        with _base.jax_context():
+            outcome = _run(model, X, keys, given, self.init_params, self.max_iter, float(self.tol), previous,
+                           self.acceleration)
             best = outcome.best
             params = _base.take(outcome.params, best)
             if not outcome.usable[best]:
@@ -325,6 +334,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_scalar(self.verbose, "verbose", Integral, min_val=0)
         check_scalar(self.verbose_interval, "verbose_interval", Integral, min_val=1)
         check_random_state(self.random_state)
+        check_acceleration(self.acceleration)
 
     def _check_starting_parameters(self, dim: int):
         """(weights, means, covariances) from the *_init arguments, NumPy float64 or None each."""
@@ -388,16 +398,17 @@ class _Outcome(NamedTuple):
 
 
 def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: str, max_iter: int,
-         tol: float, previous: float) -> _Outcome:
+         tol: float, previous: float, acceleration: str | None = None) -> _Outcome:
     """Fit one starting point per key with scikit-learn's conventions.
 
     `given` holds the fixed starting weights, means and covariances (None for
     those drawn by `init_params`). `previous` is the lower bound before the
-    first iteration (-inf, or the last `lower_bound_` on a warm start).
+    first iteration (-inf, or the last `lower_bound_` on a warm start); `acceleration` is
+    `jaxem.fit`'s.
     """
     num_obs = X.shape[0]
     num_restarts = keys.shape[0]
-    with _base.x64():
+    with _base.jax_context():
         x = jnp.asarray(X)
         given = _base.to_jax(given)
         if max_iter == 0:
@@ -417,7 +428,7 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
             met_at_start = abs(float(np.mean(norm)) - previous) < tol
             if met_at_start:
                 em_iters = 0
-        _, fits, best, final = _fit_program(model, x, keys, given, tol, init_params, em_iters)
+        _, fits, best, final = _fit_program(model, x, keys, given, tol, init_params, em_iters, acceleration)
         fits, final = _base.to_numpy((fits, final))
     converged = fits.converged | met_at_start
     usable = np.array([bool(fits.finite[r]) and _is_usable(_base.take(final, r), model.covariance_type)
@@ -434,13 +445,14 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
     return _Outcome(final, fits.num_iters + 1, converged, usable, lower_bounds, restart_lower_bounds, best)
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6))
-def _fit_program(model, x, keys, given, tol, init_params: str, em_iters: int):
+@functools.partial(jax.jit, static_argnums=(5, 6, 7))
+def _fit_program(model, x, keys, given, tol, init_params: str, em_iters: int, acceleration=None):
     """The whole fit as one program: (the starting points, every restart's `FitResult` after at
     most `em_iters` M-steps, the best index, every restart's parameters after one more M-step
     (scikit-learn's last iteration)); each with a leading restart axis R but the index."""
     params0 = _starting_points(model, keys, x, given, init_params)
-    result = fit_restarts(model, x, params0, max_iter=em_iters, tol=tol, strategy="exhaustive")
+    result = fit_restarts(model, x, params0, max_iter=em_iters, tol=tol, strategy="exhaustive",
+                          acceleration=acceleration)
     final, _ = _base.one_more_m_step(model, result.restarts.params, x)
     return params0, result.restarts, result.best_index, final
 
@@ -496,7 +508,7 @@ def _score_table(model, params: GaussianMixtureParams, X: np.ndarray):
     to a power of two so that few shapes compile."""
     n = X.shape[0]
     padded = _base.padded_rows(X, _base.padded_size(n, _MIN_SCORE_ROWS))
-    with _base.x64():
+    with _base.jax_context():
         norm, log_resp = _log_prob_and_resp(model, _base.to_jax(params, jnp.float64), jnp.asarray(padded))
         return np.asarray(norm)[:n], np.asarray(log_resp)[:n]
 
