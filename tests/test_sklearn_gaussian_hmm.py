@@ -312,3 +312,32 @@ def test_squarem_reaches_the_same_optimum_in_fewer_iterations():
     np.testing.assert_allclose(fast.means_, plain.means_, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="acceleration"):
         GaussianHMM(K, acceleration="fast").fit(X_TRAIN, LENGTHS)
+
+
+def test_fit_runs_the_scaled_recursion_and_falls_back_to_log_space(monkeypatch):
+    """`fit` runs jaxem's scaled forward–backward whatever `implementation` says; with "log" a fit
+    whose every restart came out non-finite (here: made so) is rerun in log space, and that rerun's
+    result is kept (hmmlearn's trajectory); with "scaling" it is not rerun and the error says so."""
+    program = hmm_module._fit_program
+    algorithms = []
+
+    def scaled_underflows(model, *args):
+        algorithms.append(model.algorithm)
+        params0, fits, final, last = program(model, *args)
+        if model.algorithm == "scaled":
+            last = last * np.nan
+        return params0, fits, final, last
+
+    monkeypatch.setattr(hmm_module, "_fit_program", scaled_underflows)
+    start = random_start(np.random.default_rng(2), "diag")
+    ours = with_start(GaussianHMM(K, n_iter=N_ITER, init_params="", tol=1e-7, **PRIORS),
+                      start).fit(X_TRAIN, LENGTHS)
+    assert algorithms == ["scaled", "log"]
+    reference = with_start(hmm.GaussianHMM(K, n_iter=N_ITER, init_params="", tol=1e-7, **PRIORS),
+                           start).fit(X_TRAIN, LENGTHS)
+    assert_same_monitor(ours, reference)
+    algorithms.clear()
+    with pytest.raises(ValueError, match="non-finite"):
+        with_start(GaussianHMM(K, n_iter=N_ITER, init_params="", tol=1e-7, implementation="scaling",
+                               **PRIORS), start).fit(X_TRAIN, LENGTHS)
+    assert algorithms == ["scaled"]

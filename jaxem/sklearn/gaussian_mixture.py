@@ -197,12 +197,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         """Fit the mixture by EM from `n_init` starting points; returns self."""
-        self.fit_predict(X, y)
+        del y
+        self._fit(X)
         return self
 
     def fit_predict(self, X, y=None):
         """Fit the mixture to X (N, D), then return the most probable component of each row (N,)."""
         del y
+        X = self._fit(X)
+        with _base.jax_context():
+            _, log_resp = _score_table(self._model(), self._fitted_params(), X)
+        return np.argmax(log_resp, axis=1)
+
+    def _fit(self, X) -> np.ndarray:
+        """`fit`'s work; returns X as validated (float64)."""
         self._check_hyperparameters()
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         num_obs, dim = X.shape
@@ -246,10 +254,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     f"{self.max_iter} iterations (tol={self.tol}); increase max_iter or tol, try "
                     "other starting points, or check the data for duplicates or outliers.",
                     ConvergenceWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-            _, log_resp = _score_table(model, self._fitted_params(), X)
-        return np.argmax(log_resp, axis=1)
+        return X
 
     # --- prediction -----------------------------------------------------------------------------
 
