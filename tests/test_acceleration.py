@@ -193,7 +193,14 @@ def test_extrapolated_points_of_a_ready_model_are_valid_parameters(seed, covaria
     model = em.models.gaussian_mixture(GMM_K, covariance_type)
     points = [model.unconstrain(random_gmm_params(rng, covariance_type, GMM_K, GMM_D)) for _ in range(3)]
     moved, step = extrapolate(*points, jnp.asarray(step_max))
-    assert 1.0 <= float(step) <= step_max * (1 + 1e-12)
+    # SqS3 computed here in NumPy on the flattened coordinates (all finite): the same α and u'.
+    u0, u1, u2 = (np.concatenate([np.ravel(leaf) for leaf in jax.tree_util.tree_leaves(u)])
+                  for u in points)
+    r, v = u1 - u0, u2 - 2 * u1 + u0
+    alpha = np.clip(np.linalg.norm(r) / np.linalg.norm(v), 1.0, step_max)
+    assert float(step) == pytest.approx(alpha, rel=1e-12)
+    flat = np.concatenate([np.ravel(leaf) for leaf in jax.tree_util.tree_leaves(moved)])
+    np.testing.assert_allclose(flat, u0 + 2 * alpha * r + alpha**2 * v, rtol=1e-10, atol=1e-10)
     params = model.constrain(moved)
     if all(np.all(np.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(params)):
         model.check_params(params)
