@@ -12,6 +12,7 @@ Public names:
   em_step, EMKernel, EMState, EMInfo one EM step as a kernel (init, step)
   fit, FitResult               the EM loop (a lax.while_loop over the kernel)
   fit_restarts, RestartsResult vmapped restarts (exhaustive or emEM)
+  Degeneracy, DegenerateSolutionWarning   degenerate restarts, never chosen while others exist
   observed_information, standard_errors, fit_direct   after a fit (jaxem.inference)
   models, families (distributions: its old name), datasets, init
 
@@ -21,6 +22,7 @@ compiled as one kernel; see `jaxem.xla_flags`, which says how to keep yours).
 
 import jaxem.xla_flags  # noqa: F401  (first: sets XLA_FLAGS before any JAX backend can start)
 from jaxem import datasets, distributions, families, init, models
+from jaxem.engine.degeneracy import Degeneracy, DegenerateSolutionWarning
 from jaxem.engine.fit import FitResult, fit
 from jaxem.engine.kernel import EMInfo, EMKernel, EMState, em_step
 from jaxem.engine.mstep import ClosedForm, Gradient, Statistics
@@ -35,6 +37,8 @@ __all__ = [
     "ChainPosterior",
     "Sequences",
     "ClosedForm",
+    "Degeneracy",
+    "DegenerateSolutionWarning",
     "EMInfo",
     "EMKernel",
     "EMState",

@@ -431,3 +431,21 @@ def test_standard_errors_flag_matches_the_library(in_process, capsys):
         np.testing.assert_allclose(result["standard_errors"][name], getattr(expected, name), rtol=1e-6)
     assert in_process(argv) == 0
     assert "standard errors (observed information, delta method" in capsys.readouterr().out
+
+
+def test_degenerate_restart_is_not_the_answer(in_process, capsys, tmp_path):
+    """The six values 1, 2, 3, 10, 11, 12 with K = 2: one of the 8 default restarts puts a
+    component on a single point (ℓ -11.01, held up by reg_covar); the report chooses the two
+    groups (ℓ -11.46, means 2 and 11) and says what it passed over, also in --json."""
+    path = write(tmp_path / "six.csv", "x\n1\n2\n3\n10\n11\n12\n")
+    assert in_process(["fit", path, "--components", "2"]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"log-likelihood\s+-11\.4561", text)
+    assert re.search(r"degenerate\s+1/8 restarts ended degenerate and were not chosen \(1 with a "
+                     r"higher log-likelihood, up to -11\.0125", text)
+    assert in_process(["fit", path, "--components", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(round(m[0], 6) for m in result["params"]["means"]) == [2.0, 11.0]
+    assert sum(result["restarts"]["degenerate"]) == 1 and result["degenerate"] is None
+    flagged = result["restarts"]["degenerate"].index(True)
+    assert result["restarts"]["log_likelihood"][flagged] > result["log_likelihood"] + 0.4

@@ -153,20 +153,21 @@ def start(means, covariance=None, dtype=np.float64):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_component_that_loses_all_its_points(dtype):
     """A component started far from every point gets no responsibility: the fit stays finite and
-    `collapsed_components` flags exactly that component, as the reference responsibilities confirm."""
+    `degeneracy` flags exactly that component as having too few points, as the reference
+    responsibilities confirm."""
     x = two_clusters().astype(dtype)
     result = em.fit(FULL, x, start([[0.0, 0.0], [5.0, 5.0], [1e3, 1e3]], dtype=dtype), max_iter=MAX_ITER)
     assert_healthy(FULL, result, x, dtype)
-    collapsed = np.asarray(FULL.collapsed_components(result.params, N))
+    degeneracy = FULL.degeneracy(result.params, x)
     expected_counts = reference_responsibilities("full", result.params, x).sum(axis=0)
-    np.testing.assert_array_equal(collapsed, expected_counts < 1.0)
-    np.testing.assert_array_equal(collapsed, [False, False, True])
+    np.testing.assert_array_equal(degeneracy.few_points, expected_counts < D + 1)
+    np.testing.assert_array_equal(degeneracy.few_points, [False, False, True])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_duplicate_points_collapse_a_variance_to_reg_covar(dtype):
     """Half the data is one repeated point: the component that takes them shrinks onto it; its
-    covariance stays positive definite at about reg_covar·I and it is reported as collapsed."""
+    covariance stays positive definite at about reg_covar·I and it is reported as singular."""
     rng = np.random.default_rng(1)
     x = np.concatenate([np.full((N // 2, D), 0.5), rng.normal(size=(N // 2, D)) * 2.0]).astype(dtype)
     result = em.fit(FULL, x, start([[0.5, 0.5], [2.0, 0.0], [-2.0, 0.0]], 0.5 * np.eye(D), dtype),
@@ -177,16 +178,17 @@ def test_duplicate_points_collapse_a_variance_to_reg_covar(dtype):
     np.testing.assert_allclose(np.asarray(result.params.means[0], np.float64), 0.5, atol=1e-5)
     smallest = np.linalg.eigvalsh(np.asarray(result.params.covariances[0], np.float64))
     assert np.all(smallest > 0) and smallest.max() < 100 * REG
-    collapsed = np.asarray(FULL.collapsed_components(result.params, N))
-    assert collapsed[0] and not collapsed[1:].any()
+    singular = np.asarray(FULL.degeneracy(result.params, x).singular)
+    np.testing.assert_array_equal(singular, [True, False, False])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", COVARIANCE_TYPES)
 def test_constant_column(kind, dtype):
-    """A feature that never varies: every component's variance in it is reg_covar and all components
-    report it (spherical covariances pool the features, so there nothing collapses); the
-    log-likelihood (large, from the tiny variance) is finite and correct."""
+    """A feature that never varies: every component's variance in it is reg_covar (spherical
+    covariances pool the features, so there nothing collapses), and no component is reported
+    degenerate for it (every solution shares that zero variance); the log-likelihood (large, from
+    the tiny variance) is finite and correct."""
     model = MODELS[kind]
     x = two_clusters(2)
     x[:, 1] = 7.0
@@ -194,12 +196,11 @@ def test_constant_column(kind, dtype):
     result = em.fit(model, x, model.init(jax.random.key(0), x), max_iter=MAX_ITER)
     assert_healthy(model, result, x, dtype)
     variances = np.diagonal(full_covariances(kind, result.params.covariances), axis1=-2, axis2=-1)
-    collapsed = np.asarray(model.collapsed_components(result.params, N))
+    assert not np.asarray(model.degeneracy(result.params, x).degenerate)
     if kind == "spherical":
-        assert np.all(variances > 2 * REG) and not collapsed.any()
+        assert np.all(variances > 2 * REG)
     else:
         np.testing.assert_allclose(variances[:, 1], REG, rtol=1e-3)
-        assert collapsed.all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -19,6 +19,7 @@ from sklearn import mixture
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from jaxem import DegenerateSolutionWarning
 from jaxem.sklearn import GaussianMixture
 from jaxem.sklearn import gaussian_mixture as gm_module
 
@@ -358,3 +359,21 @@ def test_squarem_reaches_the_same_optimum_in_fewer_iterations():
     np.testing.assert_allclose(fast.means_, plain.means_, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="acceleration"):
         GaussianMixture(K, acceleration="anderson").fit(X_TRAIN)
+
+
+def test_degenerate_solution_warns():
+    """A start that puts a narrow component on the point 1 of 1, 2, 3, 10, 11, 12 ends degenerate
+    (ℓ/N -1.835, above the meaningful -1.909): the estimator keeps it, as the only restart, and
+    says so with a `DegenerateSolutionWarning`; `restart_degenerate_` records it."""
+    x = np.array([1.0, 2.0, 3.0, 10.0, 11.0, 12.0])[:, None]
+    narrow = GaussianMixture(2, weights_init=[1 / 6, 5 / 6], means_init=[[1.0], [8.0]],
+                             precisions_init=np.array([[[1e3]], [[0.05]]]), random_state=0)
+    with pytest.warns(DegenerateSolutionWarning, match="Every restart's solution is degenerate"):
+        narrow.fit(x)
+    assert narrow.restart_degenerate_.tolist() == [True]
+    np.testing.assert_allclose(narrow.lower_bound_, -11.0125 / 6, atol=1e-4)
+    spread = GaussianMixture(2, means_init=[[2.0], [11.0]], random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateSolutionWarning)
+        spread.fit(x)
+    assert spread.restart_degenerate_.tolist() == [False]

@@ -55,6 +55,9 @@ class ModelFit(NamedTuple):
     result: the best restart's `jaxem.FitResult` as NumPy arrays (params as the
       model's NamedTuple, history NaN-padded to max_iter): what `--save` writes
       with `jaxem.io.save_result`. None when the fit was built by hand.
+    restart_degenerate: (R,) bool, which restarts' solutions are degenerate
+      (`jaxem.engine.degeneracy`); degeneracy: the best restart's, in words ("" if
+      none; non-empty only when every restart was degenerate).
     """
 
     model: str
@@ -75,6 +78,8 @@ class ModelFit(NamedTuple):
     restart_converged: np.ndarray
     restart_history: np.ndarray
     result: Any = None
+    restart_degenerate: np.ndarray | None = None
+    degeneracy: str = ""
 
     @property
     def means(self) -> np.ndarray:
@@ -121,7 +126,8 @@ def fit_model(values: np.ndarray, kind: str, num_states: int, covariance_type: s
 
     The starting points are `model.init(key, x, init)` for `restarts` keys split
     from `PRNGKey(seed)`; `jaxem.fit_restarts` fits them in one vmapped program
-    and the restart with the highest finite objective is returned.
+    and the restart with the highest finite objective is returned, a non-degenerate one
+    when there is one (`jaxem.engine.degeneracy`).
     """
     x = np.asarray(values, dtype=np.float64)
     n, dim = x.shape
@@ -147,6 +153,7 @@ def fit_model(values: np.ndarray, kind: str, num_states: int, covariance_type: s
     bic = -2.0 * log_likelihood + num_params * math.log(n)
     path_entropy = max(log_likelihood - float(q_value), 0.0)
     num_iters = int(best.num_iters)
+    noun = "component" if kind == "gmm" else "state"
     return ModelFit(
         model=kind,
         covariance_type=covariance_type,
@@ -166,6 +173,8 @@ def fit_model(values: np.ndarray, kind: str, num_states: int, covariance_type: s
         restart_converged=np.asarray(result.restarts.converged),
         restart_history=np.asarray(result.restarts.history),
         result=best,
+        restart_degenerate=np.asarray(result.degenerate),
+        degeneracy=result.degeneracy_report(noun)[int(result.best_index)],
     )
 
 

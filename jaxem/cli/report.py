@@ -77,7 +77,10 @@ def fit_to_json(fit: ModelFit, table: Table, settings: dict, errors: dict | None
             "log_likelihood": json_array(fit.restart_log_likelihood),
             "num_iters": [int(i) for i in fit.restart_num_iters],
             "converged": [bool(c) for c in fit.restart_converged],
+            "degenerate": None if fit.restart_degenerate is None
+            else [bool(d) for d in fit.restart_degenerate],
         },
+        "degenerate": fit.degeneracy or None,
         **extra,
     }
 
@@ -85,6 +88,24 @@ def fit_to_json(fit: ModelFit, table: Table, settings: dict, errors: dict | None
 def _matrix(array, indent: int) -> str:
     return np.array2string(np.asarray(array), precision=5, suppress_small=True,
                            max_line_width=110, prefix=" " * indent)
+
+
+def _degeneracy_lines(fit: ModelFit, unit: str) -> list[str]:
+    """What the report says about degenerate restarts (`jaxem.engine.degeneracy`)."""
+    if fit.restart_degenerate is None or not np.any(fit.restart_degenerate):
+        return []
+    count, total = int(np.sum(fit.restart_degenerate)), len(fit.restart_degenerate)
+    if fit.degeneracy:
+        return [f"{'degenerate':<16}WARNING: all {total} restarts are degenerate and so is this fit: "
+                f"{fit.degeneracy}. Its likelihood is an artefact of the regularisation floor; use "
+                f"fewer {unit}s, more restarts or a larger --reg-covar."]
+    passed = fit.restart_degenerate & (np.nan_to_num(fit.restart_log_likelihood, nan=-np.inf)
+                                       > fit.log_likelihood)
+    text = f"{count}/{total} restarts ended degenerate and were not chosen"
+    if np.any(passed):
+        text += (f" ({int(np.sum(passed))} with a higher log-likelihood, up to "
+                 f"{np.nanmax(fit.restart_log_likelihood[passed]):.4f}, held up by the regularisation floor)")
+    return [f"{'degenerate':<16}{text}"]
 
 
 def format_fit(fit: ModelFit, table: Table, settings: dict, errors: dict | None = None) -> str:
@@ -137,6 +158,7 @@ def format_fit(fit: ModelFit, table: Table, settings: dict, errors: dict | None 
         f"{'all restarts':<16}{len(finite)}/{len(fit.restart_log_likelihood)} finite, "
         f"{int(np.sum(fit.restart_converged))} converged; best log-likelihoods: {spread}",
     ]
+    lines += _degeneracy_lines(fit, unit)
     if errors is not None:
         lines += ["", "standard errors (observed information, delta method; NaN: not determined)"]
         lines += [f"  {name:<14}{_matrix(value, 16)}" for name, value in errors.items()]

@@ -22,7 +22,11 @@ select and every branch runs). Loops are paused and resumed with their whole sta
   among the best after the short runs (the 32-restart benchmark shows one such
   case), so it is opt-in.
 
-A restart whose objective is not finite is never chosen as best. Derivatives
+A restart whose objective is not finite is never chosen as best, nor, while a
+non-degenerate finite one exists, a degenerate one (`jaxem.engine.degeneracy`: a
+component that only the regularisation holds up, or with too few points; for models
+with a `degeneracy` method). `RestartsResult.degeneracy` says which restarts were
+degenerate and why. Derivatives
 (`jax.grad` and friends) reach `best.params` and `best.log_likelihood` by implicit
 differentiation at the best restart's fixed point (`jaxem.engine.implicit`); the
 choice of the best and the other restarts carry none.
@@ -36,6 +40,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxem.engine.degeneracy import (
+    MIN_VARIANCE_RATIO,
+    Degeneracy,
+    check_min_variance_ratio,
+    describe,
+)
 from jaxem.engine.fit import (
     FitResult,
     LoopState,
@@ -63,20 +73,45 @@ class RestartsResult(NamedTuple):
     """Every restart's fit and the best one.
 
     Attributes:
-      best: the `FitResult` with the highest finite objective.
+      best: the `FitResult` with the highest finite objective among the non-degenerate
+        restarts (among all finite ones when every restart is degenerate, or with
+        `avoid_degenerate=False`).
       best_index: its index among the restarts (int32).
       restarts: a `FitResult` whose leaves have a leading axis R, one per restart.
+      degeneracy: a `jaxem.engine.degeneracy.Degeneracy` with leaves (R, K): which
+        components of each restart's solution are degenerate and why; None for a model
+        without a `degeneracy` method.
     """
 
     best: FitResult
     best_index: jax.Array
     restarts: FitResult
+    degeneracy: Degeneracy | None = None
+
+    @property
+    def degenerate(self) -> jax.Array:
+        """(R,) bool: whether each restart's solution is degenerate (all False without
+        `degeneracy`)."""
+        if self.degeneracy is None:
+            return jnp.zeros(self.restarts.finite.shape, bool)
+        return self.degeneracy.degenerate
+
+    def degeneracy_report(self, noun: str = "component") -> list[str]:
+        """For each restart, its degeneracy in words ("" when it has none); on the host."""
+        if self.degeneracy is None:
+            return [""] * int(self.restarts.finite.shape[0])
+        leaves = jax.tree_util.tree_map(lambda a: jax.device_get(a), self.degeneracy)
+        return [describe(Degeneracy(*(leaf[r] for leaf in leaves)), noun)
+                for r in range(leaves.few_points.shape[0])]
 
 
-def best_index(results: FitResult) -> jax.Array:
-    """Index of the restart with the highest finite objective (NaN/inf never win)."""
-    score = jnp.where(results.finite & jnp.isfinite(results.log_likelihood),
-                      results.log_likelihood, -jnp.inf)
+def best_index(results: FitResult, degenerate: jax.Array | None = None) -> jax.Array:
+    """Index of the restart with the highest finite objective (NaN/inf never win); with
+    `degenerate` (R,) bool, among the non-degenerate restarts when there is a finite one."""
+    finite = results.finite & jnp.isfinite(results.log_likelihood)
+    if degenerate is not None:
+        finite = jnp.where(jnp.any(finite & ~degenerate), finite & ~degenerate, finite)
+    score = jnp.where(finite, results.log_likelihood, -jnp.inf)
     return jnp.argmax(score).astype(jnp.int32)
 
 
@@ -88,6 +123,8 @@ def fit_restarts(
     strategy: str = "exhaustive",
     explore_iters: int | None = None,
     num_refine: int | None = None,
+    min_variance_ratio: float = MIN_VARIANCE_RATIO,
+    avoid_degenerate: bool = True,
     **options: Any,
 ) -> RestartsResult:
     """Fit a batch of starting points in one vmapped program.
@@ -105,6 +142,12 @@ def fit_restarts(
         default 10.
       num_refine: with "emem" only, how many restarts are refined to
         convergence; default max(1, R // 8).
+      min_variance_ratio: the threshold of `jaxem.engine.degeneracy`: a component whose
+        variance along some direction, less reg_covar, is at most this fraction of the
+        data's is degenerate (default 1e-6; a traced value, so new values reuse the
+        compiled program). Used by models with a `degeneracy` method.
+      avoid_degenerate: when True (default), a degenerate restart is never chosen as best
+        while a non-degenerate finite one exists; False picks the highest objective.
 
     Returns:
       A `RestartsResult`; `restarts.history` has shape (R, max_iter) and each
@@ -122,6 +165,9 @@ def fit_restarts(
     check_convergence(convergence)
     acceleration = options["acceleration"]
     check_acceleration(acceleration)
+    check_min_variance_ratio(min_variance_ratio)
+    if not isinstance(avoid_degenerate, bool):
+        raise TypeError(f"avoid_degenerate: expected True or False, got {avoid_degenerate!r}.")
     if strategy not in ("emem", "exhaustive"):
         raise ValueError(f"strategy: expected 'emem' or 'exhaustive', got {strategy!r}.")
     num_restarts = check_restart_batch(params0)
@@ -146,18 +192,20 @@ def fit_restarts(
     eta = (model, data, weights)
     converted = perturbed_closures(m_step, log_prior, jax.tree_util.tree_map(lambda a: a[0], params0), eta)
 
-    def loop(model, data, params0, weights, tol):
-        return _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter,
-                                  explore_iters, num_refine, convergence, acceleration)
+    def loop(model, data, params0, weights, tol, ratio):
+        return _restarts_compiled(model, data, params0, weights, tol, ratio, m_step, log_prior,
+                                  max_iter, explore_iters, num_refine, convergence, acceleration,
+                                  avoid_degenerate)
 
-    result = run_stopped(loop, converted, model, data, params0, weights, tol)
+    ratio = jnp.asarray(min_variance_ratio, jnp.result_type(float))
+    result = run_stopped(loop, converted, model, data, params0, weights, tol, ratio)
     params, value = implicit_outputs(converted, result.best.params, result.best.log_likelihood, eta)
     return result._replace(best=result.best._replace(params=params, log_likelihood=value))
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6, 7, 8, 9, 10, 11))
-def _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, max_iter,
-                       explore_iters, num_refine, convergence, acceleration):
+@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10, 11, 12, 13))
+def _restarts_compiled(model, data, params0, weights, tol, ratio, m_step, log_prior, max_iter,
+                       explore_iters, num_refine, convergence, acceleration, avoid_degenerate):
     def start(params):
         return start_loop(model, data, params, weights, m_step, log_prior, max_iter, explore_iters,
                           acceleration)
@@ -169,11 +217,17 @@ def _restarts_compiled(model, data, params0, weights, tol, m_step, log_prior, ma
     if explore_iters < max_iter:
         states = _refine(run, states, num_refine, max_iter)
     results = jax.vmap(finish)(states)
-    best = best_index(results)
+    degeneracy = None
+    if hasattr(model, "degeneracy"):
+        degeneracy = jax.vmap(lambda p: model.degeneracy(p, data, weights, min_variance_ratio=ratio))(
+            results.params)
+    avoided = degeneracy.degenerate if (avoid_degenerate and degeneracy is not None) else None
+    best = best_index(results, avoided)
     return RestartsResult(
         best=jax.tree_util.tree_map(lambda x: x[best], results),
         best_index=best,
         restarts=results,
+        degeneracy=degeneracy,
     )
 
 

@@ -428,6 +428,43 @@ class GaussianFamily:
         eps = jax.random.normal(key, z.shape + (dim,), means.dtype)
         return means[z] + jnp.einsum("nij,nj->ni", chol, eps)
 
+    # --- degenerate solutions (`jaxem.engine.degeneracy`) ------------------------------------
+
+    def points_needed(self, dim: int) -> int:
+        """Expected points a component needs for its parameters to be determined: D + 1 (full),
+        2 (diag, spherical: one point has no spread), 1 (tied: only the mean is its own)."""
+        return {"full": dim + 1, "diag": 2, "spherical": 2, "tied": 1}[self.covariance_type]
+
+    def singular_components(self, covariances: jax.Array, data_variances: jax.Array,
+                            min_variance_ratio) -> jax.Array:
+        """(K,) bool: components with a direction held up only by reg_covar.
+
+        With S² = diag(`data_variances`) (D,), component k is singular when the smallest
+        eigenvalue of S⁻¹ (Σ_k - reg_covar·I) S⁻¹ is <= `min_variance_ratio` (diag: the
+        smallest (Σ_kd - reg)/S²_d; spherical: (σ²_k - reg)/mean_d S²_d). Features with zero
+        data variance are left out (their rows and columns are replaced by the identity's).
+        Tied covariances give the same answer for every component. K is read from
+        `covariances`, or is 1 for tied (broadcast it)."""
+        dtype = covariances.dtype
+        varying = data_variances > jnp.finfo(dtype).tiny
+        scale = jnp.where(varying, data_variances, 1.0)
+        kind = self.covariance_type
+        if kind == "spherical":
+            spread = jnp.sum(jnp.where(varying, scale, 0.0)) / jnp.maximum(jnp.sum(varying), 1)
+            return jnp.any(varying) & ((covariances - self.reg_covar) / spread <= min_variance_ratio)
+        if kind == "diag":
+            ratios = jnp.where(varying, (covariances - self.reg_covar) / scale, jnp.inf)
+            return jnp.min(ratios, axis=-1) <= min_variance_ratio
+        dim = data_variances.shape[0]
+        eye = jnp.eye(dim, dtype=dtype)
+        root = jnp.sqrt(scale)
+        scaled = (covariances - self.reg_covar * eye) / (root[:, None] * root[None, :])
+        keep = varying[:, None] & varying[None, :]
+        scaled = jnp.where(keep, scaled, eye)
+        smallest = jnp.linalg.eigvalsh(scaled)[..., 0]
+        singular = smallest <= min_variance_ratio
+        return singular[None] if kind == "tied" else singular
+
     # --- shapes ---------------------------------------------------------------------------
 
     def component_covariance(self, covariances: jax.Array, k) -> jax.Array:

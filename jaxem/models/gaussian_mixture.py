@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.engine.degeneracy import MIN_VARIANCE_RATIO, Degeneracy, data_variances
 from jaxem.families.gaussian import GaussianFamily, GaussianStats
 from jaxem.families.simplex import logits_to_simplex, simplex_to_logits
 from jaxem.init import INIT_METHODS, initial_responsibilities
@@ -229,34 +230,23 @@ class GaussianMixtureModel(MixtureStructure):
         return GaussianMixtureParams(logits_to_simplex(coordinates.weight_logits), coordinates.means,
                                      self.family.constrain_covariances(coordinates.covariance_coords))
 
-    def collapsed_components(self, params: GaussianMixtureParams, num_observations: int,
-                             min_count: float = 1.0, min_variance: float | None = None) -> jax.Array:
-        """(K,) bool: True for a component that has collapsed, i.e.
+    def degeneracy(self, params: GaussianMixtureParams, data: jax.Array, weights: jax.Array | None = None,
+                   *, min_variance_ratio=MIN_VARIANCE_RATIO) -> Degeneracy:
+        """Which components of `params` are degenerate on `data` (N, D) (`jaxem.engine.degeneracy`):
 
-        - it lost its points: its expected count w_k·N is below `min_count`, or
-        - a variance went to zero: its smallest covariance eigenvalue is at most
-          `min_variance` (default 2·reg_covar: only the regularisation holds it up;
-          with reg_covar = 0 pass a threshold).
+        - few_points (K,): expected count w_k·Σ_n weights_n below `GaussianFamily.points_needed`
+          (D + 1 full, 2 diag/spherical, 1 tied);
+        - singular (K,): a direction whose variance, less reg_covar, is at most
+          `min_variance_ratio` times the data's (`GaussianFamily.singular_components`).
 
-        Pure and jittable; vmap it over restarts. The fit itself stays finite either
-        way (reg_covar and `GaussianFamily.positive_definite`); this says what happened.
-        (Eigenvalues below about eps·(largest) are not resolved: in float32 a component
-        with condition number beyond ~1e6 may be flagged by rounding alone.)
+        Pure and jittable; vmap it over restarts. The fit itself stays finite either way
+        (reg_covar and `GaussianFamily.positive_definite`); this says what happened.
         """
-        if min_variance is None:
-            min_variance = 2.0 * self.reg_covar
-        few_points = params.weights * num_observations < min_count
-        cov = params.covariances
-        kind = self.covariance_type
-        if kind in ("full", "tied"):
-            smallest = jnp.linalg.eigvalsh(cov)[..., 0]
-            if kind == "tied":
-                smallest = jnp.broadcast_to(smallest, params.weights.shape)
-        elif kind == "diag":
-            smallest = jnp.min(cov, axis=-1)
-        else:
-            smallest = cov
-        return few_points | (smallest <= min_variance)
+        total = data.shape[0] if weights is None else jnp.sum(weights)
+        few_points = params.weights * total < self.family.points_needed(data.shape[-1])
+        variances = data_variances(data, weights)
+        singular = self.family.singular_components(params.covariances, variances, min_variance_ratio)
+        return Degeneracy(few_points, jnp.broadcast_to(singular, few_points.shape))
 
     def num_parameters(self, dim: int) -> int:
         """Free parameters: K-1 weights, K·D means and the covariances."""

@@ -17,6 +17,8 @@ NumPy back to scikit-learn's world. The pieces here, in the order a fit uses the
   each face's module docstring), so each face's jitted fit program ends with it.
 - `take`, `all_finite`, `is_symmetric_positive_definite`: restart r out of a
   batched parameter NamedTuple, and the checks of a fitted or given one.
+- `warn_degenerate`: the faces' warning about degenerate restarts
+  (`jaxem.engine.degeneracy`).
 - `draw`: samples of the fitted model in a padded batch.
 
 The fit programs themselves stay in the faces: their starting points, static
@@ -27,6 +29,7 @@ arguments and outputs differ (the HMM's stops by hmmlearn's signed rule,
 from __future__ import annotations
 
 import functools
+import warnings
 from numbers import Integral
 from typing import Any
 
@@ -35,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.compilation_cache import enable_persistent_cache
+from jaxem.engine.degeneracy import DegenerateSolutionWarning
 from jaxem.engine.mstep import resolve_m_step
 
 __all__ = [
@@ -50,6 +54,7 @@ __all__ = [
     "take",
     "to_jax",
     "to_numpy",
+    "warn_degenerate",
 ]
 
 
@@ -138,6 +143,27 @@ def all_finite(params) -> bool:
 def is_symmetric_positive_definite(matrix: np.ndarray) -> bool:
     """Whether a (D, D) matrix is symmetric (to `np.allclose`) with no eigenvalue <= 0."""
     return bool(np.allclose(matrix, matrix.T) and not np.any(np.linalg.eigvalsh(matrix) <= 0.0))
+
+
+def warn_degenerate(degenerate: np.ndarray, scores: np.ndarray, best: int, reports: list[str],
+                    noun: str) -> None:
+    """Warn (`jaxem.DegenerateSolutionWarning`) when the chosen restart `best` is degenerate
+    (every restart was), or when degenerate restarts scored higher than it and were passed
+    over. `degenerate` (R,) bool, `scores` (R,) final lower bounds, `reports` R strings."""
+    if degenerate[best]:
+        warnings.warn(
+            f"Every restart's solution is degenerate; the best of them is returned: {reports[best]}. "
+            f"Such a {noun} is held up by the regularisation alone and its likelihood means little: "
+            f"try fewer {noun}s, more restarts, other starting points, or a larger reg_covar.",
+            DegenerateSolutionWarning, stacklevel=4)
+        return
+    passed = np.flatnonzero(degenerate & (np.nan_to_num(scores, nan=-np.inf) > scores[best]))
+    if passed.size:
+        warnings.warn(
+            f"{passed.size} restart(s) reached a higher likelihood with a degenerate solution "
+            f"(restart {passed[0]}: {reports[passed[0]]}) and were passed over for restart {best}, "
+            "the best non-degenerate one (scikit-learn and hmmlearn would have kept the highest).",
+            DegenerateSolutionWarning, stacklevel=4)
 
 
 # --- sampling ------------------------------------------------------------------------------------

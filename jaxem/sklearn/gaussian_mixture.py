@@ -48,10 +48,18 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 _MIN_SCORE_ROWS = 16   # scoring pads N up to a power of two >= this, so few shapes compile
 
+# scikit-learn's message, then jaxem's detail.
 _FIT_FAILED = (
-    "Fitting the Gaussian mixture failed: every restart produced a covariance that is not positive "
-    "definite (typically a component collapsed onto one point or onto duplicated points). Use fewer "
-    "components, a larger reg_covar, or rescale the data."
+    "Fitting the mixture model failed because some components have ill-defined empirical covariance "
+    "(for instance caused by singleton or collapsed samples). Try to decrease the number of components, "
+    "increase reg_covar, or scale the input data. (jaxem: no restart ended with positive-definite "
+    "covariances that the data determine; {detail}.)"
+)
+_NOT_POSITIVE_DEFINITE = "a covariance is not positive definite"
+_NOT_CONVERGED = (
+    "Best performing initialization did not converge. Try different init parameters, or increase "
+    "max_iter, tol, or check for degenerate data. (jaxem: the best of {restarts} restart(s) did not "
+    "converge within max_iter={max_iter} iterations at tol={tol}.)"
 )
 
 
@@ -239,7 +247,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             best = outcome.best
             params = _base.take(outcome.params, best)
             if not outcome.usable[best]:
-                raise ValueError(_FIT_FAILED)
+                raise ValueError(_FIT_FAILED.format(detail=_NOT_POSITIVE_DEFINITE))
+            if outcome.degenerate[best] and self.reg_covar == 0 and "collapsed" in outcome.reports[best]:
+                # scikit-learn's Cholesky fails on a covariance that reg_covar = 0 leaves singular.
+                raise ValueError(_FIT_FAILED.format(detail=outcome.reports[best]))
             if self.verbose:
                 self._print_progress(outcome, previous, time.perf_counter() - began)
             self._set_fitted(params)
@@ -248,11 +259,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.lower_bounds_ = list(outcome.lower_bounds[best])
             self.lower_bound_ = float(outcome.restart_lower_bounds[best])
             self.restart_log_likelihoods_ = outcome.restart_lower_bounds
+            self.restart_degenerate_ = outcome.degenerate
+            _base.warn_degenerate(outcome.degenerate, outcome.restart_lower_bounds, best,
+                                  outcome.reports, "component")
             if not self.converged_ and self.max_iter > 0:
                 warnings.warn(
-                    f"The best of {len(outcome.n_iter)} restart(s) did not converge within max_iter="
-                    f"{self.max_iter} iterations (tol={self.tol}); increase max_iter or tol, try "
-                    "other starting points, or check the data for duplicates or outliers.",
+                    _NOT_CONVERGED.format(restarts=len(outcome.n_iter), max_iter=self.max_iter, tol=self.tol),
                     ConvergenceWarning,
                     stacklevel=3,
                 )
@@ -292,9 +304,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         log_likelihood = self.score(X) * X.shape[0]
         return float(self._model().aic(log_likelihood, self.means_.shape[1]))
 
+    def _n_parameters(self) -> int:
+        """The number of free parameters (scikit-learn's private name, kept for code that calls it)."""
+        return int(self._model().num_parameters(self.means_.shape[1]))
+
     def sample(self, n_samples=1):
         """Draw (X (n_samples, D), y (n_samples,)) from the fitted mixture, grouped by component y."""
         check_is_fitted(self)
+        if isinstance(n_samples, Integral) and not isinstance(n_samples, bool) and n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples} . The sampling requires at "
+                             "least one sample.")
         n_samples = _base.check_int(n_samples, "n_samples", 1)
         key = _base.jax_key(check_random_state(self.random_state))
         x, z = _base.draw(self._model(), key, self._fitted_params(), n_samples)
@@ -350,22 +369,28 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.weights_init is not None:
             weights = check_array(self.weights_init, dtype=np.float64, ensure_2d=False,
                                   input_name="weights_init")
-            _check_shape(weights, (k,), "weights_init")
+            _check_shape(weights, (k,), "weights", "weights_init")
             if np.any(weights < 0.0) or np.any(weights > 1.0):
+                # scikit-learn's message (which swaps min and max), then ours.
                 raise ValueError(
-                    f"weights_init: every weight must be in [0, 1], got min {weights.min():.5g} "
-                    f"and max {weights.max():.5g}."
+                    "The parameter 'weights' should be in the range [0, 1], but got max value "
+                    f"{weights.min():.5f}, min value {weights.max():.5f}. (jaxem: every entry of "
+                    f"weights_init must be in [0, 1]; its smallest is {weights.min():.5g} and its "
+                    f"largest {weights.max():.5g}.)"
                 )
             if abs(1.0 - weights.sum()) > 1e-8:
-                raise ValueError(f"weights_init: the weights must sum to 1, got {weights.sum():.10g}.")
+                raise ValueError(
+                    f"The parameter 'weights' should be normalized, but got sum(weights) = "
+                    f"{weights.sum():.5f}. (jaxem: weights_init must sum to 1, got {weights.sum():.10g}.)"
+                )
         if self.means_init is not None:
             means = check_array(self.means_init, dtype=np.float64, ensure_2d=False, input_name="means_init")
-            _check_shape(means, (k, dim), "means_init")
+            _check_shape(means, (k, dim), "means", "means_init")
         if self.precisions_init is not None:
             precisions = check_array(self.precisions_init, dtype=np.float64, ensure_2d=False,
                                      allow_nd=kind == "full", input_name="precisions_init")
             shape = {"full": (k, dim, dim), "tied": (dim, dim), "diag": (k, dim), "spherical": (k,)}[kind]
-            _check_shape(precisions, shape, "precisions_init")
+            _check_shape(precisions, shape, f"{kind} precision", "precisions_init")
             covariances = _covariances_from_precisions(precisions, kind)
         return weights, means, covariances
 
@@ -399,6 +424,8 @@ class _Outcome(NamedTuple):
     n_iter: np.ndarray                 # (R,) int
     converged: np.ndarray              # (R,) bool
     usable: np.ndarray                 # (R,) bool: finite, positive-definite result
+    degenerate: np.ndarray             # (R,) bool: `jaxem.engine.degeneracy`
+    reports: list                      # R strings: why each is degenerate ("" if not)
     lower_bounds: list                 # R lists of per-sample mean log-likelihoods
     restart_lower_bounds: np.ndarray   # (R,) final lower bound (NaN when not usable)
     best: int
@@ -424,6 +451,7 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
             usable = np.array([_is_usable(_base.take(params, r), model.covariance_type)
                                for r in range(num_restarts)])
             return _Outcome(params, np.zeros(num_restarts, int), np.zeros(num_restarts, bool), usable,
+                            np.zeros(num_restarts, bool), [""] * num_restarts,
                             [[] for _ in range(num_restarts)], np.full(num_restarts, -np.inf),
                             num_restarts - 1)
         em_iters = max_iter - 1
@@ -435,8 +463,9 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
             met_at_start = abs(float(np.mean(norm)) - previous) < tol
             if met_at_start:
                 em_iters = 0
-        _, fits, best, final = _fit_program(model, x, keys, given, tol, init_params, em_iters, acceleration)
-        fits, final = _base.to_numpy((fits, final))
+        _, restarts, final = _fit_program(model, x, keys, given, tol, init_params, em_iters, acceleration)
+        restarts, final = _base.to_numpy((restarts, final))
+    fits, degenerate, reports = restarts.restarts, restarts.degenerate, restarts.degeneracy_report()
     converged = fits.converged | met_at_start
     usable = np.array([bool(fits.finite[r]) and _is_usable(_base.take(final, r), model.covariance_type)
                        for r in range(num_restarts)])
@@ -445,23 +474,26 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
         for r in range(num_restarts)
     ]
     restart_lower_bounds = np.where(usable, fits.log_likelihood / num_obs, np.nan)
-    best = int(best)
+    best = int(restarts.best_index)
     if not usable[best] and usable.any():
-        # The last M-step broke the best restart: take the best usable one (first on ties).
-        best = int(np.argmax(np.where(usable, restart_lower_bounds, -np.inf)))
-    return _Outcome(final, fits.num_iters + 1, converged, usable, lower_bounds, restart_lower_bounds, best)
+        # The last M-step broke the best restart: take the best usable one (first on ties), a
+        # non-degenerate one if there is one.
+        preferred = usable & ~degenerate if (usable & ~degenerate).any() else usable
+        best = int(np.argmax(np.where(preferred, restart_lower_bounds, -np.inf)))
+    return _Outcome(final, fits.num_iters + 1, converged, usable, degenerate, reports, lower_bounds,
+                    restart_lower_bounds, best)
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6, 7))
 def _fit_program(model, x, keys, given, tol, init_params: str, em_iters: int, acceleration=None):
-    """The whole fit as one program: (the starting points, every restart's `FitResult` after at
-    most `em_iters` M-steps, the best index, every restart's parameters after one more M-step
-    (scikit-learn's last iteration)); each with a leading restart axis R but the index."""
+    """The whole fit as one program: (the starting points, the `RestartsResult` after at most
+    `em_iters` M-steps (its `best` dropped), every restart's parameters after one more M-step
+    (scikit-learn's last iteration)); each with a leading restart axis R."""
     params0 = _starting_points(model, keys, x, given, init_params)
     result = fit_restarts(model, x, params0, max_iter=em_iters, tol=tol, strategy="exhaustive",
                           acceleration=acceleration)
     final, _ = _base.one_more_m_step(model, result.restarts.params, x)
-    return params0, result.restarts, result.best_index, final
+    return params0, result._replace(best=None), final
 
 
 def _starting_points(model, keys, x, given: GaussianMixtureParams, init_params: str) -> GaussianMixtureParams:
@@ -523,9 +555,11 @@ def _score_table(model, params: GaussianMixtureParams, X: np.ndarray):
 # --- NumPy helpers -------------------------------------------------------------------------------
 
 
-def _check_shape(array: np.ndarray, shape: tuple, name: str) -> None:
+def _check_shape(array: np.ndarray, shape: tuple, sklearn_name: str, name: str) -> None:
+    """scikit-learn's shape message (it names the parameter `sklearn_name`), then ours."""
     if array.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {array.shape}.")
+        raise ValueError(f"The parameter '{sklearn_name}' should have the shape of {shape}, but got "
+                         f"{array.shape}. (jaxem: {name} must have shape {shape}.)")
 
 
 def _is_usable(params: GaussianMixtureParams, kind: str) -> bool:
@@ -544,7 +578,7 @@ def _precisions_cholesky(covariances: np.ndarray, kind: str) -> np.ndarray:
     tied, 1/sqrt(Σ) for diag and spherical. Raises ValueError when Σ is not positive definite."""
     if kind in ("diag", "spherical"):
         if np.any(covariances <= 0.0):
-            raise ValueError(_FIT_FAILED)
+            raise ValueError(_FIT_FAILED.format(detail=_NOT_POSITIVE_DEFINITE))
         return 1.0 / np.sqrt(covariances)
     matrices = covariances if kind == "full" else covariances[None]
     eye = np.eye(matrices.shape[-1])
@@ -553,7 +587,7 @@ def _precisions_cholesky(covariances: np.ndarray, kind: str) -> np.ndarray:
         try:
             lower = np.linalg.cholesky(matrix)
         except np.linalg.LinAlgError as error:
-            raise ValueError(_FIT_FAILED) from error
+            raise ValueError(_FIT_FAILED.format(detail=_NOT_POSITIVE_DEFINITE)) from error
         factors.append(scipy.linalg.solve_triangular(lower, eye, lower=True).T)
     factors = np.stack(factors)
     return factors if kind == "full" else factors[0]
@@ -572,13 +606,15 @@ def _covariances_from_precisions(precisions: np.ndarray, kind: str) -> np.ndarra
     """Σ = Λ⁻¹ for user precisions Λ, checking that they are symmetric positive definite."""
     if kind in ("diag", "spherical"):
         if np.any(precisions <= 0.0):
-            raise ValueError(f"precisions_init: every {kind} precision must be > 0.")
+            raise ValueError(f"'{kind} precision' should be positive. (jaxem: every entry of "
+                             "precisions_init must be > 0.)")
         return 1.0 / precisions
     matrices = precisions if kind == "full" else precisions[None]
     covariances = []
     for matrix in matrices:
         if not _base.is_symmetric_positive_definite(matrix):
-            raise ValueError(f"precisions_init: each {kind} precision must be symmetric positive definite.")
+            raise ValueError(f"'{kind} precision' should be symmetric, positive-definite. (jaxem: each "
+                             f"{kind} matrix of precisions_init must be.)")
         lower = np.linalg.cholesky(matrix)
         inverse_lower = scipy.linalg.solve_triangular(lower, np.eye(len(matrix)), lower=True)
         covariances.append(inverse_lower.T @ inverse_lower)
