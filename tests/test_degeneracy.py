@@ -189,3 +189,24 @@ def test_describe_names_components_and_reasons():
     assert text.startswith("state(s) 0 collapsed") and "state(s) 1 with fewer expected points" in text
     assert describe(Degeneracy(np.zeros(2, bool), np.zeros(2, bool))) == ""
     assert MIN_VARIANCE_RATIO == 1e-6
+
+
+def test_hmm_state_on_one_step():
+    """A Gaussian HMM state started on the one outlier of a sequence stays there: one expected
+    step (too few for diag variances) and a variance of reg_covar alone. Its occupancy is the
+    sum of the smoothed marginals, so a sequence weight of 3 gives it 3 expected points."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0.0, 1.0, 40), [50.0]])[:, None]
+    model = em.models.gaussian_hmm(2, "diag")
+    on_outlier = em.models.GaussianHMMParams(jnp.array([0.5, 0.5]), jnp.array([[0.9, 0.1], [0.9, 0.1]]),
+                                             jnp.array([[0.0], [50.0]]), jnp.array([[1.0], [1e-3]]))
+    fitted = em.fit(model, x, on_outlier, max_iter=100).params
+    counts = np.asarray(model.e_step(fitted, x).marginals).sum(axis=0)
+    np.testing.assert_allclose(counts[1], 1.0, atol=1e-6)
+    degeneracy = model.degeneracy(fitted, x)
+    assert np.asarray(degeneracy.few_points).tolist() == [False, True]
+    assert np.asarray(degeneracy.singular).tolist() == [False, True]
+    batch = em.Sequences.from_list([x])
+    weighted = model.degeneracy(fitted, batch, jnp.array([3.0]))
+    assert np.asarray(weighted.few_points).tolist() == [False, False]
+    assert np.asarray(weighted.singular).tolist() == [False, True]

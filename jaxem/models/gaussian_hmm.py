@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxem.engine.degeneracy import MIN_VARIANCE_RATIO, Degeneracy, data_variances
 from jaxem.families.gaussian import GaussianFamily, GaussianStats
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
@@ -176,6 +177,30 @@ class GaussianHMM(ProbabilityChain):
         k = self.num_states
         dim = check_state_table(params.means, f"{name}.means", k, batch, data)
         self.family.check_covariances(params.covariances, f"{name}.covariances", batch, k, dim)
+
+    def degeneracy(self, params: GaussianHMMParams, data: Any, weights: Any = None,
+                   *, min_variance_ratio=MIN_VARIANCE_RATIO) -> Degeneracy:
+        """Which states of `params` are degenerate on `data` (`jaxem.engine.degeneracy`), as for
+        the Gaussian mixture with the state occupancies as counts:
+
+        - few_points (K,): expected occupancy Σ_t γ_tk (summed over sequences, times their
+          `weights` (B,) when given) below `GaussianFamily.points_needed`;
+        - singular (K,): a direction whose variance, less reg_covar, is at most
+          `min_variance_ratio` times the data's (over the real steps).
+
+        Runs one E-step. Pure and jittable; vmap it over restarts.
+        """
+        x, valid, _ = flatten_steps(data)
+        step_weights = valid.astype(x.dtype)  # 0 on padding, else the sequence's weight
+        if weights is not None:
+            steps = x.shape[0] // jnp.shape(weights)[0]
+            step_weights = step_weights * jnp.repeat(jnp.asarray(weights, x.dtype), steps)
+        marginals = self.exact_e_step(params, data).marginals.reshape(-1, self.num_states)
+        counts = step_weights @ marginals
+        few_points = counts < self.family.points_needed(x.shape[-1])
+        singular = self.family.singular_components(params.covariances, data_variances(x, step_weights),
+                                                   min_variance_ratio)
+        return Degeneracy(few_points, jnp.broadcast_to(singular, few_points.shape))
 
     def num_parameters(self, dim: int) -> int:
         """Free parameters: (K-1) initial, K(K-1) transition, K·D means, covariances."""
