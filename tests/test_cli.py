@@ -449,3 +449,14 @@ def test_degenerate_restart_is_not_the_answer(in_process, capsys, tmp_path):
     assert sum(result["restarts"]["degenerate"]) == 1 and result["degenerate"] is None
     flagged = result["restarts"]["degenerate"].index(True)
     assert result["restarts"]["log_likelihood"][flagged] > result["log_likelihood"] + 0.4
+
+
+def test_select_default_grid_shrinks_to_the_data(in_process, capsys, tmp_path):
+    """Three observations: `select` with no --components tries K = 1..3 (not 1..8, which would
+    fail on K = 4) and says so (on stderr, as stdout carries the JSON)."""
+    path = write(tmp_path / "tiny.csv", "x\n0.0\n1.0\n5.0\n")
+    assert in_process(["select", path, "--covariance", "diag", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "--components defaults to 1..3, not 1..8: the data have 3 observations" in captured.err
+    rows = json.loads(captured.out)["results"]
+    assert sorted(row["components"] for row in rows) == [1, 2, 3]

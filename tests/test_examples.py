@@ -188,3 +188,39 @@ def test_differentiable_pipeline_against_numpy_refits(capsys):
     assert result["validation_tuned"] == pytest.approx(validation(result["rho_tuned"]), abs=1e-8)
     assert result["validation_tuned"] > result["validation_start"] + 0.1
     assert result["test"]["tuned"] > result["test"]["start"]
+
+
+def baum_welch_step(params, rolls: np.ndarray):
+    """One Baum–Welch update of a categorical HMM in NumPy (scaled forward-backward)."""
+    initial, transition, emission = (np.asarray(a, np.float64) for a in params)
+    steps, states = len(rolls), len(initial)
+    alpha, beta, scales = np.zeros((steps, states)), np.ones((steps, states)), np.zeros(steps)
+    alpha[0] = initial * emission[:, rolls[0]]
+    scales[0] = alpha[0].sum()
+    alpha[0] /= scales[0]
+    for t in range(1, steps):
+        alpha[t] = alpha[t - 1] @ transition * emission[:, rolls[t]]
+        scales[t] = alpha[t].sum()
+        alpha[t] /= scales[t]
+    for t in range(steps - 2, -1, -1):
+        beta[t] = transition @ (emission[:, rolls[t + 1]] * beta[t + 1]) / scales[t + 1]
+    gamma = alpha * beta
+    xi = sum(np.outer(alpha[t], emission[:, rolls[t + 1]] * beta[t + 1]) * transition / scales[t + 1]
+             for t in range(steps - 1))
+    new_emission = np.stack([gamma[rolls == s].sum(axis=0) for s in range(emission.shape[1])], axis=1)
+    return (gamma[0], xi / xi.sum(axis=1, keepdims=True),
+            new_emission / new_emission.sum(axis=1, keepdims=True))
+
+
+def test_casino_hmm_is_a_baum_welch_fixed_point(capsys):
+    """The dishonest casino: the fitted parameters are (to the fit's tolerance) a fixed point of
+    a Baum–Welch step written here in NumPy, and its log-likelihood is the NumPy forward
+    recursion's (the example checks that too, and prints "checks passed")."""
+    example = load_example("casino_hmm")
+    result = example.main(["--rolls", "1000", "--restarts", "4"])
+    assert "checks passed" in capsys.readouterr().out
+    params, rolls = result["params"], result["rolls"]
+    assert example.forward_log_likelihood(params, rolls) == pytest.approx(result["log_likelihood"], rel=1e-10)
+    stepped = baum_welch_step(params, rolls)
+    np.testing.assert_allclose(stepped[1], params.transition, atol=1e-3)  # the true ones move 8e-3
+    np.testing.assert_allclose(stepped[2], params.emission, atol=1e-3)  # and 2.5e-2

@@ -46,6 +46,8 @@ from jaxem.compilation_cache import enable_persistent_cache
 
 __all__ = ["main", "build_parser", "parse_components"]
 
+DEFAULT_MAX_COMPONENTS = 8  # `jaxem select` tries K = 1..8 unless told otherwise
+
 COVARIANCE_CHOICES = ("full", "diag", "spherical", "tied")
 INIT_CHOICES = ("kmeans++", "kmeans", "random_from_data", "random")
 COMMANDS = ("fit", "select")
@@ -178,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     select = commands.add_parser(
         "select", parents=[common], help="rank (K, covariance type) by BIC and ICL",
         description="Fit every (K, covariance type) with restarts and rank them by BIC and ICL.")
-    select.add_argument("--components", "-k", type=parse_components, default=parse_components("1..8"),
-                        metavar="KS", help="numbers of components: 1..8 (default), 2-5 or 2,3,5")
+    select.add_argument("--components", "-k", type=parse_components, default=None,
+                        metavar="KS", help="numbers of components: 2-5 or 2,3,5 (default 1..8, or "
+                        "1..N for data with N < 8 rows)")
     select.add_argument("--covariance", type=_covariance_list, default=list(COVARIANCE_CHOICES),
                         metavar="TYPES", help="'all' (default) or a comma list, e.g. full,diag")
     select.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
@@ -319,6 +322,11 @@ def _run_select(args: argparse.Namespace) -> int:
     _check_outputs(args)
     table = _load(args)
     n = table.values.shape[0]
+    if args.components is None:
+        args.components = list(range(1, min(DEFAULT_MAX_COMPONENTS, n) + 1))
+        if n < DEFAULT_MAX_COMPONENTS:
+            _note(args, f"note: --components defaults to 1..{n}, not 1..{DEFAULT_MAX_COMPONENTS}: the "
+                        f"data have {n} observations.")
     too_many = [k for k in args.components if k > n]
     if too_many:
         raise CommandLineError(
