@@ -47,6 +47,7 @@ __all__ = [
     "check_callable",
     "check_data",
     "check_finite_tree",
+    "check_floating_params",
     "check_fit_inputs",
     "check_fit_settings",
     "check_hyperparameter",
@@ -62,6 +63,7 @@ __all__ = [
     "check_restart_batch",
     "check_scalar_function",
     "check_simplex",
+    "check_state_indexing",
     "check_weights",
     "eval_shape_cached",
     "is_concrete",
@@ -393,6 +395,14 @@ def check_scalar_function(fn: Callable, args: Sequence[Any], name: str, what: st
     so a repeated call costs no tracing."""
     try:
         out = eval_shape_cached(fn, *args)
+    except KeyError as error:  # a parameter (or data field) the function reads is missing
+        keys = sorted(map(str, args[0])) if isinstance(args[0], dict) else None
+        has = f"; params has the keys {keys}" if keys is not None else ""
+        raise ValueError(
+            f"{name}: looking up {error} failed while jaxem traced it {what}: the function reads a "
+            f"key that params (or the data) lacks{has}. Add it to the starting parameters or fix "
+            "the name."
+        ) from error
     except Exception as error:  # add context, keep the user's own traceback
         if hasattr(error, "add_note"):
             error.add_note(f"(raised while jaxem checked {name} {what} on shapes alone)")
@@ -409,6 +419,44 @@ def check_scalar_function(fn: Callable, args: Sequence[Any], name: str, what: st
             f"{name}: must return a floating-point log-probability {what}, got dtype {out.dtype}."
         )
     return out
+
+
+def check_floating_params(params: Any, name: str = "params") -> None:
+    """Every leaf of `params` has a floating dtype (EM moves parameters continuously, and a
+    `Gradient` M-step differentiates them); the message names the first leaf that does not."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(params)
+    for path, leaf in leaves:
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"{name}{jax.tree_util.keystr(path)}: has dtype {dtype}; parameters must be floating "
+                "point (EM updates them continuously): pass jnp.asarray(value, jnp.float32) (or float64)."
+            )
+
+
+def check_state_indexing(log_joint: Callable, params: Any, observation: Any, num_states: int,
+                         name: str = "log_joint") -> None:
+    """Evaluate `log_joint(params, observation, z)` for every state z with JAX's index checks
+    (`jax.experimental.checkify`): JAX clamps an out-of-range index silently, so a model
+    declared with more states than its parameters have would run on repeated entries. Raises
+    ValueError when some state reads out of range. Needs concrete values; one compiled check
+    per function and shapes."""
+    error, _ = _index_checked(log_joint)(params, observation, jnp.arange(num_states, dtype=jnp.int32))
+    message = error.get()
+    if message:
+        raise ValueError(
+            f"{name}: a state z < num_states={num_states} indexes an array out of range "
+            f"({message.strip()}); every per-state parameter needs {num_states} entries along the "
+            "axis z indexes (JAX would silently clamp the index)."
+        )
+
+
+@functools.lru_cache(maxsize=64)
+def _index_checked(log_joint: Callable) -> Callable:
+    from jax.experimental import checkify
+
+    every_state = jax.vmap(log_joint, in_axes=(None, None, 0))
+    return jax.jit(checkify.checkify(every_state, errors=checkify.index_checks))
 
 
 def eval_shape_cached(fn: Callable, *args: Any) -> Any:
@@ -522,7 +570,7 @@ def check_fit_inputs(model: Any, data: Any, params0: Any, m_step: Any, log_prior
     also run under jit/vmap)."""
     check_model_data(model, data)
     optimizer = getattr(m_step, "optimizer", None)
-    if optimizer is not None:
+    if optimizer is not None and not isinstance(optimizer, str):  # names are checked by Gradient
         check_optimizer(optimizer, "Gradient(optimizer)")
     check_model_params(model, params0, data, batch_ndim=batch_ndim, name=name)
     one_start = abstract(params0, batch_ndim)

@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from helpers import (
     DIAG_CUSTOM,
     DIAG_D,
@@ -122,3 +123,34 @@ def test_gradient_fit_reaches_the_closed_form_optimum():
     # Both have stopped moving: the last iterations changed the log-likelihood by < 1e-9.
     for result in (closed, climbed):
         assert abs(float(result.log_likelihood) - float(result.history[-1])) < 1e-9
+
+
+def test_named_optimizer_shares_compiled_code_and_matches_the_instance():
+    """`Gradient("adam", options={"learning_rate": 0.05})` built afresh for each fit compiles once
+    (equal strategies are equal static arguments) and fits exactly as `Gradient(optax.adam(0.05))`;
+    a new optax instance per call compiles every call. Bad names and options are named."""
+    from jaxem.engine.fit import _fit_compiled
+
+    rng = np.random.default_rng(3)
+    data = jnp.asarray(clustered_data(rng, DIAG_K, DIAG_N, DIAG_D, separation=5.0))
+    start = gmm_to_diag(random_gmm_params(rng, "diag", DIAG_K, DIAG_D, np.asarray(data)))
+
+    def named():
+        return em.Gradient("adam", num_steps=5, options={"learning_rate": 0.05})
+
+    assert named() == named() and hash(named()) == hash(named())
+    first = em.fit(DIAG_CUSTOM, data, start, m_step=named(), max_iter=5)
+    size = _fit_compiled._cache_size()
+    again = em.fit(DIAG_CUSTOM, data, start, m_step=named(), max_iter=5)
+    assert _fit_compiled._cache_size() == size
+    by_instance = em.fit(DIAG_CUSTOM, data, start, m_step=em.Gradient(optax.adam(0.05), num_steps=5),
+                         max_iter=5)
+    assert _fit_compiled._cache_size() == size + 1
+    np.testing.assert_array_equal(np.asarray(again.history), np.asarray(first.history))
+    np.testing.assert_allclose(np.asarray(by_instance.history), np.asarray(first.history), rtol=1e-12)
+    with pytest.raises(ValueError, match="optax has no optimizer 'adamx'"):
+        em.Gradient("adamx")
+    with pytest.raises(TypeError, match="optax.adam rejected"):
+        em.Gradient("adam", options={"lr": 0.1})
+    with pytest.raises(TypeError, match="only used with an optimizer given by name"):
+        em.Gradient(optax.adam(0.1), options={"learning_rate": 0.1})

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import clustered_data
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import jaxem as em
@@ -294,6 +294,11 @@ def forward_and_reverse(x, start, tangent, cotangent):
 def test_envelope_theorem_and_adjoint_identity_on_random_mixtures(seed):
     x = property_data(seed)
     start = PROPERTY_MODEL.init(jax.random.key(seed), x)
+    # The identities hold at the fixed point: leave out the rare start that is still creeping
+    # along a slow direction after 300 iterations (seed 29: ℓ still rising by 1.5e-12 per step,
+    # the parameters 6e-5 from the fixed point; the converged ones change by < 1e-13).
+    reached = em.fit(PROPERTY_MODEL, x, start, **EXACT)
+    assume(abs(float(reached.log_likelihood) - float(reached.history[-1])) < 1e-13)
     # At a maximum of ℓ over θ (the simplex does not depend on x), dℓ*/dx = ∂ℓ/∂x.
     total, partial = fitted_and_partial(x, start)
     np.testing.assert_allclose(total, partial, rtol=1e-7, atol=1e-9)

@@ -307,3 +307,37 @@ def test_structural_checks_still_run_under_jit_and_vmap():
         jax.vmap(lambda p: em.fit(FULL, X, p, max_iter=5))(batch(wrong_means, wrong_means))
     with pytest.raises(TypeError, match="^key"):
         jax.vmap(lambda k: FULL.init(k, X))(jnp.zeros((2, 3), jnp.uint32))
+
+
+def _normal_mixture_log_joint(params, x, z):
+    return jnp.log(params["w"][z]) + jax.scipy.stats.norm.logpdf(x[0], params["mu"][z], 1.0)
+
+
+_SIX = np.array([1.0, 2.0, 3.0, 10.0, 11.0, 12.0])[:, None]
+_TWO_STATES = {"w": jnp.array([0.5, 0.5]), "mu": jnp.array([0.0, 5.0])}
+
+
+def test_mixture_with_more_states_than_its_parameters():
+    """Mixture(log_joint, 3) with parameters for 2 states: JAX would clamp z = 2 to 1 and run;
+    the check names the out-of-range index (whatever N: the data may be a few weighted classes)."""
+    with pytest.raises(ValueError, match=r"log_joint: a state z < num_states=3 indexes an array out of "
+                                         r"range .*index 2 is out of bounds"):
+        em.fit(em.Mixture(_normal_mixture_log_joint, 3), _SIX, _TWO_STATES)
+    with pytest.raises(ValueError, match="num_states=20 indexes an array out of range"):
+        em.fit(em.Mixture(_normal_mixture_log_joint, 20), _SIX[:3], _TWO_STATES)
+    em.fit(em.Mixture(_normal_mixture_log_joint, 2), _SIX, _TWO_STATES, max_iter=2)  # fine
+
+
+def test_integer_parameters_are_named():
+    with pytest.raises(TypeError, match=r"params0\['mu'\]: has dtype int.*floating point"):
+        em.fit(em.Mixture(_normal_mixture_log_joint, 2), _SIX,
+               {"w": _TWO_STATES["w"], "mu": jnp.array([0, 5])})
+
+
+def test_missing_parameter_key_is_named():
+    def log_joint(params, x, z):
+        return jnp.log(params["w"][z]) + jax.scipy.stats.norm.logpdf(x[0], params["mu"][z], params["sigma"])
+
+    with pytest.raises(ValueError, match=r"log_joint: looking up 'sigma' failed .*params has the keys "
+                                         r"\['mu', 'w'\]"):
+        em.fit(em.Mixture(log_joint, 2), _SIX, _TWO_STATES)

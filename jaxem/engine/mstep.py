@@ -29,6 +29,7 @@ model's own, else None).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -77,6 +78,38 @@ class MStep:
         return self.update(model, params, posterior, data, log_prior), state
 
 
+def _check_options(name: Any, options: Any) -> tuple:
+    """`Gradient`'s optimizer name and options, checked; the options as a sorted tuple of
+    (key, value) pairs (hashable, so equal strategies compare equal)."""
+    if not isinstance(name, str):
+        raise TypeError("Gradient(options): only used with an optimizer given by name, e.g. "
+                        "Gradient('adam', options={'learning_rate': 0.05}).")
+    items = tuple(sorted(dict(options).items()))
+    for key, value in items:
+        if not (value is None or isinstance(value, (bool, int, float, str))):
+            raise TypeError(f"Gradient(options): {key}={value!r} must be a number, string, bool or "
+                            "None (pass a GradientTransformation for anything else).")
+    _named_optimizer(name, items)  # fails now, not inside a fit
+    return items
+
+
+@functools.lru_cache(maxsize=128)
+def _named_optimizer(name: str, options: tuple) -> optax.GradientTransformation:
+    """`optax.<name>(**options)`, one instance per (name, options)."""
+    factory = getattr(optax, name, None)
+    if not callable(factory):
+        raise ValueError(f"Gradient(optimizer): optax has no optimizer {name!r}; use a name such as "
+                         "'adam', 'sgd' or 'lbfgs', or pass a GradientTransformation.")
+    try:
+        transformation = factory(**dict(options))
+    except TypeError as error:
+        raise TypeError(f"Gradient(options): optax.{name} rejected {dict(options)}: {error}") from error
+    if not (hasattr(transformation, "init") and hasattr(transformation, "update")):
+        raise ValueError(f"Gradient(optimizer): optax.{name}(...) is not an optimizer (a "
+                         "GradientTransformation).")
+    return transformation
+
+
 @dataclasses.dataclass(frozen=True)
 class Statistics(MStep):
     """The model's closed form from its expected sufficient statistics:
@@ -120,11 +153,20 @@ class Gradient(MStep):
     observed log-likelihood, not at this step).
 
     Args:
-      optimizer: an optax `GradientTransformation`; default `default_optimizer()`
-        (L-BFGS with line search). Parameters are updated in whatever
-        coordinates the model uses, so constrained parameters should be
+      optimizer: an optax `GradientTransformation`, or the name of an optax
+        optimizer (e.g. "adam", built as `getattr(optax, name)(**options)`); default
+        `default_optimizer()` (L-BFGS with line search). Parameters are updated in
+        whatever coordinates the model uses, so constrained parameters should be
         stored unconstrained (logits, log-scales, Cholesky factors).
       num_steps: optimizer steps per EM iteration (>= 1).
+      options: with an optimizer name, its keyword arguments (e.g.
+        `{"learning_rate": 0.05}`; numbers, strings, bools or None).
+
+    Compiled fits are shared between equal M-steps. `Gradient("adam", options=
+    {"learning_rate": 0.05})` built twice gives two equal strategies, so the second
+    fit reuses the first one's program; `Gradient(optax.adam(0.05))` built twice does
+    not (each optax call makes new functions), so keep one instance, or name the
+    optimizer. A new option value is a new program.
 
     The optimizer starts afresh on each iteration's Q. Keeping its state across EM
     iterations (in `EMState.m_step_state`, via `climb(..., opt_state)`) was measured
@@ -132,13 +174,16 @@ class Gradient(MStep):
     is not the default nor an option.
     """
 
-    optimizer: optax.GradientTransformation | None = None
+    optimizer: optax.GradientTransformation | str | None = None
     num_steps: int = 10
+    options: Any = ()
     stationary = True  # its iterates are no exact map: gradients use ∇ℓ(θ*) = 0
 
     def __post_init__(self):
         opt = self.optimizer
-        if opt is not None and not (
+        if isinstance(opt, str) or self.options:
+            object.__setattr__(self, "options", _check_options(opt, self.options))
+        elif opt is not None and not (
             hasattr(opt, "init") and hasattr(opt, "update") and callable(opt.update)
         ):
             raise TypeError(
@@ -151,6 +196,8 @@ class Gradient(MStep):
             raise ValueError(f"Gradient(num_steps): must be >= 1, got {self.num_steps}.")
 
     def _transformation(self):
+        if isinstance(self.optimizer, str):
+            return optax.with_extra_args_support(_named_optimizer(self.optimizer, self.options))
         return optax.with_extra_args_support(self.optimizer or default_optimizer())
 
     def update(self, model, params, posterior, data, log_prior):

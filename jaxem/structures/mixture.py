@@ -29,8 +29,11 @@ from jaxem.structures.base import Structure, num_leading, weighted_sum
 from jaxem.tree import pytree_dataclass, static_field
 from jaxem.validation import (
     abstract,
+    all_concrete,
     check_finite_tree,
+    check_floating_params,
     check_scalar_function,
+    check_state_indexing,
     eval_shape_cached,
 )
 
@@ -143,15 +146,23 @@ class Mixture(MixtureStructure):
 
     def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
                      name: str = "params") -> None:
-        """Concrete leaves are finite; with `data`, `log_joint` traced on shapes alone
-        (one observation, one int32 state) returns a floating scalar; otherwise the
-        error says which shape it returned."""
+        """Floating leaves, finite where concrete; with `data`: `log_joint` traced on shapes
+        alone (one observation, one int32 state) returns a floating scalar (otherwise the
+        error says which shape it returned, or which key it missed), and, on concrete
+        values, no state indexes a parameter out of range (`check_state_indexing`: JAX
+        would clamp it). N < K is allowed: a latent variable may augment a few weighted
+        classes (the genetic-linkage example has N = 4, K = 5)."""
+        check_floating_params(params, name)
         check_finite_tree(params, name)
         if data is not None:
             one_observation = abstract(data, drop_leading=1)
             state = jax.ShapeDtypeStruct((), jnp.int32)
             check_scalar_function(self.log_joint, (abstract(params, batch_ndim), one_observation, state),
                                   "log_joint", "for ONE observation and ONE state")
+            if all_concrete((params, data)):
+                first = jax.tree_util.tree_map(lambda leaf: leaf[(0,) * batch_ndim], params)
+                check_state_indexing(self.log_joint, first,
+                                     jax.tree_util.tree_map(lambda leaf: leaf[0], data), self.num_states)
 
     def log_potentials(self, params: Any, data: Any) -> jax.Array:
         states = jnp.arange(self.num_states, dtype=jnp.int32)
