@@ -29,10 +29,6 @@ DESELECTED = {
     # They build the expected precisions through scikit-learn's private `_set_parameters` and
     # `_initialize` methods of the estimator, which are not part of its interface.
     "test_gaussian_mixture_precisions_init[": "calls the private _set_parameters and _initialize",
-    # It compares a fit started from precisions computed on scikit-learn's own KMeans labels with a
-    # fit whose init_params="kmeans" start is jaxem's (k-means++ and Lloyd iterations in JAX, drawn
-    # with JAX's PRNG): here the two label the clusters in opposite orders, so the starts differ.
-    "test_gaussian_mixture_precisions_init_diag[": "assumes scikit-learn's KMeans draws for init",
 }
 
 

@@ -155,9 +155,9 @@ def test_restarts_run_as_one_program_and_match_sklearn_per_restart(monkeypatch):
     calls = []
     program = gm_module._fit_program
 
-    def recording_program(model, x, keys, *args):
-        outputs = program(model, x, keys, *args)
-        calls.append((keys.shape, outputs[0]))   # outputs[0]: the starting points it drew
+    def recording_program(model, x, num_restarts, *args):
+        outputs = program(model, x, num_restarts, *args)
+        calls.append(((num_restarts,), outputs[0]))   # outputs[0]: the starting points it drew
         return outputs
 
     monkeypatch.setattr(gm_module, "_fit_program", recording_program)
@@ -395,3 +395,25 @@ def test_iris_degenerate_optimum_is_passed_over():
     assert gm.restart_degenerate_[np.nanargmax(lls)]
     np.testing.assert_allclose(gm.lower_bound_ * len(x), -180.186, atol=5e-3)
     assert np.linalg.eigvalsh(gm.covariances_).min() > 1e-3
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_same_random_state_same_fit_as_scikit_learn(init_params):
+    """scikit-learn's starting points, draw for draw: with the same int `random_state`, every
+    restart ends where scikit-learn's does (its n_init restarts are consecutive draws from one
+    RandomState, so restart r is scikit-learn's fit number r on a shared RandomState)."""
+    rng = np.random.RandomState(0)
+    x = np.concatenate([rng.randn(60, 3), rng.randn(50, 3) * 0.5 + [4, 4, 0],
+                        rng.randn(40, 3) + [0, 5, 5]])
+    ours = GaussianMixture(3, covariance_type="diag", init_params=init_params, n_init=3,
+                           random_state=7).fit(x)
+    shared = np.random.RandomState(7)
+    for r in range(3):
+        theirs = mixture.GaussianMixture(3, covariance_type="diag", init_params=init_params,
+                                         random_state=shared).fit(x)
+        np.testing.assert_allclose(ours.restart_log_likelihoods_[r], theirs.lower_bound_, rtol=1e-12)
+    single = GaussianMixture(3, init_params=init_params, random_state=11).fit(x)
+    reference = mixture.GaussianMixture(3, init_params=init_params, random_state=11).fit(x)
+    assert single.n_iter_ == reference.n_iter_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(single, name), getattr(reference, name), rtol=1e-9, atol=1e-12)

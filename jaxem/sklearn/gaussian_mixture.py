@@ -2,8 +2,10 @@
 
 The model is p(x) = Σ_k w_k N(x | μ_k, Σ_k) (`jaxem.models.gaussian_mixture`);
 the `n_init` restarts run as ONE vmapped JAX program (`jaxem.fit_restarts`,
-strategy "exhaustive"), in float64. What it shares with `GaussianHMM` (padding,
-PRNG keys, the float64 context, the last M-step, sampling) is in `jaxem.sklearn._base`.
+strategy "exhaustive"), in float64, from scikit-learn's own starting points
+(`jaxem.sklearn._draws`: the same draws from the same `RandomState`). What it shares
+with `GaussianHMM` (padding, PRNG keys, the float64 context, the last M-step,
+sampling) is in `jaxem.sklearn._base`.
 
 How scikit-learn's loop maps onto `jaxem.fit`
 ---------------------------------------------
@@ -38,9 +40,8 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from jaxem.engine.fit import check_acceleration
 from jaxem.engine.restarts import fit_restarts
-from jaxem.init import initial_responsibilities, kmeans_plusplus
 from jaxem.models.gaussian_mixture import GaussianMixtureModel, GaussianMixtureParams, gaussian_mixture
-from jaxem.sklearn import _base
+from jaxem.sklearn import _base, _draws
 
 __all__ = ["GaussianMixture"]
 
@@ -82,15 +83,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
       loop, and the best one (highest final lower bound, first on ties) is kept.
       The program costs as much as its slowest restart. Every restart's final
       lower bound is kept in `restart_log_likelihoods_`.
-    - Initialisation draws come from JAX's PRNG, seeded from `random_state`:
-      results are reproducible for an int `random_state` but differ from
-      scikit-learn's draws. init_params="kmeans" is k-means++ seeding followed
-      by `jaxem.init.LLOYD_ITERATIONS` Lloyd iterations (scikit-learn runs a
-      full `KMeans` to convergence); "k-means++" (the seeds themselves, one
-      point per component), "random_from_data" (K distinct data points) and
-      "random" (uniform responsibilities) follow scikit-learn's definitions.
-      As in scikit-learn, the starting weights are n_k / N, where n_k is the
-      count of the starting responsibilities (these do not sum to one for
+    - Initialisation: the starting responsibilities are scikit-learn's, draw for draw
+      (`jaxem.sklearn._draws`): the same `RandomState` is drawn from in the same order
+      (KMeans' greedy k-means++ seeds and Lloyd iterations to convergence for "kmeans",
+      the k-means++ seeds for "k-means++", the uniform table for "random", K distinct
+      rows for "random_from_data"), and the arithmetic runs in JAX. So an int
+      `random_state` gives scikit-learn's starting points and fit (tested to 1e-12 for
+      every `init_params`); the draws differ only where an empty KMeans cluster is
+      relocated, or where XLA's rounding moves a draw across a boundary. As in
+      scikit-learn, the starting weights are n_k / N (these do not sum to one for
       "k-means++" and "random_from_data", which shifts `lower_bounds_[0]`).
     - Precision: everything is computed in float64 (in a `jax.enable_x64`
       context; JAX's global setting is left alone) and returned as NumPy
@@ -102,8 +103,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     - `verbose` messages are printed when the program has finished (the EM loop
       runs inside `lax.while_loop`, with no host round trip per iteration), so
       they carry no per-iteration timings.
-    - `sample` draws with JAX's PRNG (seeded from `random_state`); as in
-      scikit-learn the samples come grouped by component.
+    - `sample` draws with JAX's PRNG (seeded from `random_state`), so its samples differ
+      from scikit-learn's; as in scikit-learn they come grouped by component.
 
     Parameters
     ----------
@@ -129,7 +130,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Starting precisions (inverse covariances) in the shape of `covariance_type`:
         full (K, D, D), tied (D, D), diag (K, D), spherical (K,).
     random_state : int, RandomState instance or None, default=None
-        Seeds the JAX PRNG key of the initialisation and of `sample`.
+        The initialisation draws from it as scikit-learn does (the same starting points);
+        `sample` seeds a JAX PRNG key from it.
     warm_start : bool, default=False
         When True, a second `fit` starts from the fitted parameters (one restart,
         `n_init` ignored) and its first convergence test uses the previous `lower_bound_`.
@@ -240,10 +242,15 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             given, num_restarts, previous = self._fitted_params(), 1, float(self.lower_bound_)
         else:
             given, num_restarts, previous = GaussianMixtureParams(*starts), int(self.n_init), -math.inf
-        keys = jax.random.split(_base.jax_key(check_random_state(self.random_state)), num_restarts)
+        if warm or all(leaf is not None for leaf in given):
+            num_draws = 0  # scikit-learn draws nothing when every starting parameter is given
+        else:
+            num_draws = num_restarts
+        draws = _draws.draw(check_random_state(self.random_state), num_obs, self.n_components,
+                            self.init_params, num_draws)
         with _base.jax_context():
-            outcome = _run(model, X, keys, given, self.init_params, self.max_iter, float(self.tol), previous,
-                           self.acceleration)
+            outcome = _run(model, X, num_restarts, draws, given, self.init_params, self.max_iter,
+                           float(self.tol), previous, self.acceleration)
             best = outcome.best
             params = _base.take(outcome.params, best)
             if not outcome.usable[best]:
@@ -431,7 +438,8 @@ class _Outcome(NamedTuple):
     best: int
 
 
-def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: str, max_iter: int,
+def _run(model, X: np.ndarray, num_restarts: int, draws: _draws.Draws, given: GaussianMixtureParams,
+         init_params: str, max_iter: int,
          tol: float, previous: float, acceleration: str | None = None) -> _Outcome:
     """Fit one starting point per key with scikit-learn's conventions.
 
@@ -441,13 +449,13 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
     `jaxem.fit`'s.
     """
     num_obs = X.shape[0]
-    num_restarts = keys.shape[0]
     with _base.jax_context():
         x = jnp.asarray(X)
         given = _base.to_jax(given)
         if max_iter == 0:
             # No iteration: scikit-learn keeps the last starting point and a lower bound of -inf.
-            params = _base.to_numpy(_starting_points_program(model, keys, x, given, init_params))
+            params = _base.to_numpy(
+                _starting_points_program(model, num_restarts, draws, x, given, init_params))
             usable = np.array([_is_usable(_base.take(params, r), model.covariance_type)
                                for r in range(num_restarts)])
             return _Outcome(params, np.zeros(num_restarts, int), np.zeros(num_restarts, bool), usable,
@@ -463,7 +471,8 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
             met_at_start = abs(float(np.mean(norm)) - previous) < tol
             if met_at_start:
                 em_iters = 0
-        _, restarts, final = _fit_program(model, x, keys, given, tol, init_params, em_iters, acceleration)
+        _, restarts, final = _fit_program(model, x, num_restarts, draws, given, tol, init_params, em_iters,
+                                               acceleration)
         restarts, final = _base.to_numpy((restarts, final))
     fits, degenerate, reports = restarts.restarts, restarts.degenerate, restarts.degeneracy_report()
     converged = fits.converged | met_at_start
@@ -484,32 +493,32 @@ def _run(model, X: np.ndarray, keys, given: GaussianMixtureParams, init_params: 
                     restart_lower_bounds, best)
 
 
-@functools.partial(jax.jit, static_argnums=(5, 6, 7))
-def _fit_program(model, x, keys, given, tol, init_params: str, em_iters: int, acceleration=None):
+@functools.partial(jax.jit, static_argnums=(2, 6, 7, 8))
+def _fit_program(model, x, num_restarts: int, draws, given, tol, init_params: str, em_iters: int,
+                 acceleration=None):
     """The whole fit as one program: (the starting points, the `RestartsResult` after at most
     `em_iters` M-steps (its `best` dropped), every restart's parameters after one more M-step
     (scikit-learn's last iteration)); each with a leading restart axis R."""
-    params0 = _starting_points(model, keys, x, given, init_params)
+    params0 = _starting_points(model, num_restarts, draws, x, given, init_params)
     result = fit_restarts(model, x, params0, max_iter=em_iters, tol=tol, strategy="exhaustive",
                           acceleration=acceleration)
     final, _ = _base.one_more_m_step(model, result.restarts.params, x)
     return params0, result._replace(best=None), final
 
 
-def _starting_points(model, keys, x, given: GaussianMixtureParams, init_params: str) -> GaussianMixtureParams:
-    """One starting point per key (leading axis R): an M-step from responsibilities drawn by
-    `init_params` with weights n_k / N (scikit-learn's convention), then the `given` pieces
-    (not None) in place of the drawn ones."""
-    num_restarts = keys.shape[0]
-
-    def draw(key):
-        resp = _starting_responsibilities(key, x, model.num_components, init_params)
+def _starting_points(model, num_restarts: int, draws: _draws.Draws, x, given: GaussianMixtureParams,
+                     init_params: str) -> GaussianMixtureParams:
+    """R starting points (leading axis R): an M-step from the responsibilities scikit-learn
+    would draw (`jaxem.sklearn._draws`, one restart per row of `draws`) with weights n_k / N
+    (scikit-learn's convention), then the `given` pieces (not None) in place of the drawn ones."""
+    def from_draws(one):
+        resp = _draws.responsibilities(one, x, model.num_components, init_params).astype(x.dtype)
         params = model.from_responsibilities(resp, x)
         counts = jnp.sum(resp, axis=0) + 10 * jnp.finfo(x.dtype).eps
         return params._replace(weights=counts / x.shape[0])
 
     if any(leaf is None for leaf in given):
-        drawn = jax.vmap(draw)(keys)
+        drawn = jax.vmap(from_draws)(draws)
     else:
         drawn = GaussianMixtureParams(None, None, None)
     return GaussianMixtureParams(*[
@@ -518,20 +527,7 @@ def _starting_points(model, keys, x, given: GaussianMixtureParams, init_params: 
     ])
 
 
-_starting_points_program = jax.jit(_starting_points, static_argnums=(4,))
-
-
-def _starting_responsibilities(key, x, k: int, init_params: str) -> jax.Array:
-    """(N, K) responsibilities as scikit-learn defines them for each `init_params`."""
-    if init_params in ("kmeans", "random"):
-        return initial_responsibilities(key, x, k, init_params)
-    n = x.shape[0]
-    if init_params == "random_from_data":
-        rows = jax.random.choice(key, n, (k,), replace=False)
-    else:  # "k-means++": each component starts from its seed point alone
-        seeds = kmeans_plusplus(key, x, k)
-        rows = jnp.argmin(jnp.sum((x[:, None, :] - seeds[None, :, :]) ** 2, axis=-1), axis=0)
-    return jnp.zeros((n, k), x.dtype).at[rows, jnp.arange(k)].set(1.0)
+_starting_points_program = jax.jit(_starting_points, static_argnums=(1, 5))
 
 
 @jax.jit
