@@ -14,7 +14,9 @@ E-step, Viterbi and sampling). The M-step is hmmlearn's, priors included:
 
 with m_μ = means_prior, w_μ = means_weight, c = covars_prior, w_c = covars_weight
 (zeros stay zeros in π and A). Only the parameters whose letters are in
-`params` ("s" π, "t" A, "m" μ, "c" Σ) are updated.
+`params` ("s" π, "t" A, "m" μ, "c" Σ) are updated. A full or tied Σ that is not
+positive definite (hmmlearn's densities then use Σ + 1e-7 I), or within 1e-10 of
+singular, is stored as Σ + 1e-7 I (`_as_hmmlearn_evaluates`).
 
 How hmmlearn's loop maps onto `jaxem.fit`
 -----------------------------------------
@@ -146,6 +148,14 @@ class GaussianHMM(BaseEstimator):
     - Everything is float64 (in a `jax.enable_x64` context; the global setting
       is left alone). `verbose` rows are printed after the compiled fit ends.
     - `sample` draws with JAX's PRNG.
+    - A full or tied covariance that its Cholesky factorisation rejects is stored as
+      Σ + 1e-7 I, the matrix hmmlearn's densities use in its place (hmmlearn keeps Σ); so is
+      one within 1e-10 of singular, where jaxem's float64 densities are unreliable and
+      hmmlearn uses Σ itself.
+    - implementation="scaling" fails (ValueError) where hmmlearn's scaled recursion
+      underflows (some step with p(x_t | x_0..x_{t-1}) < 1e-300): in `score`, `score_samples`,
+      `predict_proba` and `decode(algorithm="map")`, and in `fit` at the starting or the last
+      parameters of every restart (hmmlearn: at any iteration).
     - `implementation`: `fit` always runs jaxem's scaled forward–backward (2.8x faster
       than its log-space one, equal up to rounding); with "log" (the default) a fit whose
       every restart came out non-finite (the scaled recursion underflowed: emissions more
@@ -213,8 +223,10 @@ class GaussianHMM(BaseEstimator):
     def covars_(self, covars):
         covars = np.array(covars, dtype=np.float64, copy=True)
         _check_covars(covars, self.covariance_type, self.n_components)
-        if self.covariance_type == "spherical" and covars.ndim == 2:
-            covars = covars.mean(axis=1)   # hmmlearn's (K, D) spherical form, one value per state
+        if self.covariance_type == "spherical" and covars.ndim > 1:
+            # hmmlearn takes any array of K positive entries per state ((K, D) after its fits, or
+            # (K, 1, 1, 1)); one variance per state is kept: the mean of the state's entries.
+            covars = covars.reshape(len(covars), -1).mean(axis=1)
         self._covars_ = covars
 
     # --- fitting ---------------------------------------------------------------------------------
@@ -225,9 +237,8 @@ class GaussianHMM(BaseEstimator):
         self._check_hyperparameters()
         X = check_array(X, dtype=np.float64)
         lengths = _check_lengths(lengths, X.shape[0])
-        if hasattr(self, "n_features") and self.n_features != X.shape[1]:
-            raise ValueError(f"X: has {X.shape[1]} features, but the model has {self.n_features}.")
-        self.n_features = X.shape[1]
+        self._set_n_features(X)
+        self._warn_if_degenerate(X)
         random_state = check_random_state(self.random_state)
         starts = self._starting_values(X, random_state)
         model = self._model()
@@ -247,18 +258,27 @@ class GaussianHMM(BaseEstimator):
                 start = _starting_points_program(model, keys, rows, starts)
                 params, log_probs, restart_ll = _base.take(start, 0), [], np.full(len(keys), np.nan)
             else:
+                scaling = self.implementation == "scaling"
+
                 def run(fit_model):
-                    fits, final, last = _base.to_numpy(_fit_program(
+                    params0, fits, final, last = _fit_program(
                         fit_model, m_step, data, rows, keys, starts, tol_per_step, int(self.n_iter) - 1,
-                        self.acceleration)[1:])
-                    usable = fits.finite & np.isfinite(last) & np.array(
+                        self.acceleration)
+                    # hmmlearn's scaled recursion fails where it underflows, at θ_0 or θ_T (the
+                    # iterations between are not checked).
+                    underflow = (np.asarray(_restarts_underflow_program(fit_model, params0, fits.params,
+                                                                        data)) if scaling else False)
+                    fits, final, last = _base.to_numpy((fits, final, last))
+                    usable = fits.finite & np.isfinite(last) & ~underflow & np.array(
                         [_base.all_finite(_base.take(final, r)) for r in range(len(keys))])
-                    return fits, final, last, usable
+                    return fits, final, last, usable, np.any(underflow)
 
                 # The scaled recursion first (faster); the log-space one where it underflowed.
-                fits, final, last, usable = run(self._model("scaled"))
+                fits, final, last, usable, underflow = run(self._model("scaled"))
                 if not usable.any() and model.algorithm == "log":
-                    fits, final, last, usable = run(model)
+                    fits, final, last, usable, underflow = run(model)
+                if not usable.any() and underflow:
+                    raise ValueError(_UNDERFLOW)
                 if not usable.any():
                     raise ValueError(
                         "GaussianHMM.fit: every restart produced non-finite parameters (typically a "
@@ -269,8 +289,7 @@ class GaussianHMM(BaseEstimator):
                 params = _base.take(final, best)
                 count = int(fits.num_iters[best])
                 log_probs = list(fits.history[best, :count]) + [float(last[best])]
-        self.startprob_, self.transmat_, self.means_ = params.initial, params.transition, params.means
-        self._covars_ = params.covariances
+        self._set_params(params)
         self.restart_log_likelihoods_ = restart_ll
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
         self.monitor_._record(log_probs)
@@ -279,20 +298,38 @@ class GaussianHMM(BaseEstimator):
                          "was ever observed.")
         return self
 
+    def _init(self, X, lengths=None):
+        """hmmlearn's initialisation step on its own: set the values `fit` starts its first
+        restart from (π, A, μ, Σ for the letters of `init_params` and the attributes not set;
+        the same draws from `random_state` as `fit`), set n_features and log hmmlearn's
+        warnings. `lengths` is not used (as in hmmlearn)."""
+        del lengths
+        self._check_hyperparameters()
+        X = check_array(X, dtype=np.float64)
+        self._set_n_features(X)
+        self._warn_if_degenerate(X)
+        random_state = check_random_state(self.random_state)
+        starts = self._starting_values(X, random_state)
+        keys = jax.random.split(_base.jax_key(random_state), int(self.n_init))
+        with _base.jax_context():
+            start = _starting_points_program(self._model(), keys, jnp.asarray(X), _base.to_jax(starts))
+            self._set_params(_base.take(start, 0))
+        return self
+
     # --- inference -------------------------------------------------------------------------------
 
     def score(self, X, lengths=None):
         """log p(X) summed over the sequences (a float)."""
-        return float(np.sum(self._infer(X, lengths)["log_likelihoods"]))
+        return float(np.sum(self._infer(X, lengths, forward=True)["log_likelihoods"]))
 
     def score_samples(self, X, lengths=None):
         """(log p(X), posteriors p(z_t = k | X) of shape (N, K))."""
-        out = self._infer(X, lengths)
+        out = self._infer(X, lengths, forward=True)
         return float(np.sum(out["log_likelihoods"])), out["posteriors"]
 
     def predict_proba(self, X, lengths=None):
         """Posteriors p(z_t = k | X) of shape (N, K)."""
-        return self._infer(X, lengths)["posteriors"]
+        return self._infer(X, lengths, forward=True)["posteriors"]
 
     def decode(self, X, lengths=None, algorithm=None):
         """(log-probability, states (N,)) by "viterbi" (the most probable path; its log p(X, z*))
@@ -302,7 +339,7 @@ class GaussianHMM(BaseEstimator):
         algorithm = algorithm or self.algorithm
         if algorithm not in DECODER_ALGORITHMS:
             raise ValueError(f"algorithm: expected one of {DECODER_ALGORITHMS}, got {algorithm!r}.")
-        out = self._infer(X, lengths)
+        out = self._infer(X, lengths, forward=algorithm == "map")
         if algorithm == "viterbi":
             return float(np.sum(out["path_log_probs"])), out["paths"]
         posteriors = out["posteriors"]
@@ -349,15 +386,40 @@ class GaussianHMM(BaseEstimator):
         return GaussianHMMParams(*[np.asarray(value, np.float64) for value in (
             self.startprob_, self.transmat_, self.means_, self._covars_)])
 
-    def _num_free_parameters(self) -> int:
-        k, d = self.n_components, self.n_features
-        per = {"s": k - 1, "t": k * (k - 1), "m": k * d,
-               "c": {"spherical": k, "diag": k * d, "full": k * d * (d + 1) // 2,
-                     "tied": d * (d + 1) // 2}[self.covariance_type]}
-        return sum(per.values())   # hmmlearn counts every parameter, whatever `params` says
+    def _set_params(self, params: GaussianHMMParams) -> None:
+        """startprob_, transmat_, means_ and _covars_ from `params`, as writeable NumPy copies."""
+        self.startprob_, self.transmat_, self.means_, self._covars_ = [
+            np.array(value, dtype=np.float64) for value in params]
 
-    def _infer(self, X, lengths):
-        """Per-sequence log-likelihoods, posteriors (N, K), Viterbi paths (N,) and their scores."""
+    def _set_n_features(self, X: np.ndarray) -> None:
+        if hasattr(self, "n_features") and self.n_features != X.shape[1]:
+            raise ValueError(f"X: has {X.shape[1]} features, but the model has {self.n_features}.")
+        self.n_features = X.shape[1]
+
+    def _free_scalars(self) -> dict[str, int]:
+        """The number of free scalars of each parameter letter (s π, t A, m μ, c Σ)."""
+        k, d = self.n_components, self.n_features
+        return {"s": k - 1, "t": k * (k - 1), "m": k * d,
+                "c": {"spherical": k, "diag": k * d, "full": k * d * (d + 1) // 2,
+                      "tied": d * (d + 1) // 2}[self.covariance_type]}
+
+    def _num_free_parameters(self) -> int:
+        return sum(self._free_scalars().values())   # hmmlearn counts every parameter, whatever `params` says
+
+    def _warn_if_degenerate(self, X: np.ndarray) -> None:
+        """hmmlearn's warning (logged, as hmmlearn's `_init` does) when X holds fewer values than
+        the free scalars of the parameters that `params` fits."""
+        per = self._free_scalars()
+        fitted = sum(per[letter] for letter in sorted(set(self.params) & set(per)))
+        if X.size < fitted:
+            _log.warning("Fitting %d free scalar parameters to only %d data values: expect a "
+                         "degenerate solution.", fitted, X.size)
+
+    def _infer(self, X, lengths, forward: bool = False):
+        """Per-sequence log-likelihoods, posteriors (N, K), Viterbi paths (N,) and their scores.
+        With `forward` (the result comes from the forward recursion, which hmmlearn runs
+        scaled when implementation="scaling"), ValueError where hmmlearn's scaled recursion
+        underflows."""
         check_is_fitted(self, "startprob_")
         self._check_hyperparameters()
         self._check_values(self._fitted_params())
@@ -372,7 +434,10 @@ class GaussianHMM(BaseEstimator):
         with _base.jax_context():
             data = _sequences(X, np.concatenate([lengths, np.ones(batch - num_sequences, int)]),
                               pad_rows=batch - num_sequences)
-            out = _base.to_numpy(_infer_program(self._model(), _base.to_jax(self._fitted_params()), data))
+            model, params = self._model(), _base.to_jax(self._fitted_params())
+            if forward and self.implementation == "scaling" and _underflow_program(model, params, data):
+                raise ValueError(_UNDERFLOW)
+            out = _base.to_numpy(_infer_program(model, params, data))
         mask = np.asarray(data.mask)[:num_sequences]
         return {
             "log_likelihoods": out["log_likelihoods"][:num_sequences],
@@ -509,7 +574,36 @@ class _HmmlearnMStep(MStep):
                     covariances = (cov_prior + numerator) / (extra + counts[:, None, None])
                 else:
                     covariances = (cov_prior + jnp.sum(numerator, axis=0)) / (extra + jnp.sum(counts))
+                covariances = _as_hmmlearn_evaluates(covariances)
         return GaussianHMMParams(initial, transition, means, covariances)
+
+
+# hmmlearn's fallback for a full or tied covariance whose Cholesky factorisation fails: its
+# log-density (`hmmlearn.stats`) factorises Σ + 1e-7 I instead.
+_HMMLEARN_CHOLESKY_FALLBACK = 1e-7
+# The face applies it also where the factorisation barely succeeds, some pivot L_ii² <= 1e-10 Σ_ii
+# (a correlation within 1e-10 of singular): there jaxem's float64 emission densities lose all
+# accuracy and, in the compiled fit, can come out non-finite (a state on one point and a
+# constant feature gave cond(Σ) ~ 1e13, densities -4.5e15 for hmmlearn's -6.3e17, then NaN).
+_BARELY_DEFINITE = 1e-10
+
+
+def _as_hmmlearn_evaluates(covariances: jax.Array) -> jax.Array:
+    """Full (K, D, D) or tied (D, D) covariances as hmmlearn's emission densities use them:
+    each matrix whose Cholesky factorisation fails (not positive definite: a state collapsed
+    onto fewer points than dimensions, or onto a constant feature, where the scalar covars_prior
+    adds a rank-one matrix) plus 1e-7 I; so also each one that is within 1e-10 of singular
+    (`_BARELY_DEFINITE`); the others unchanged. Stored so, the next E-step is hmmlearn's where
+    its factorisation fails (it keeps the indefinite matrix and adds 1e-7 I in every density),
+    and the fitted covariances stay positive definite."""
+    chol = jnp.linalg.cholesky(covariances)
+    pivots = jnp.diagonal(chol, axis1=-2, axis2=-1) ** 2
+    variances = jnp.diagonal(covariances, axis1=-2, axis2=-1)
+    ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1)) & jnp.all(pivots > _BARELY_DEFINITE * variances,
+                                                                 axis=-1)
+    eye = jnp.eye(covariances.shape[-1], dtype=covariances.dtype)
+    return jnp.where(ok[..., None, None], covariances,
+                     covariances + _HMMLEARN_CHOLESKY_FALLBACK * eye)
 
 
 def _no_prior(params: GaussianHMMParams) -> jax.Array:
@@ -556,6 +650,50 @@ def _infer_program(model, params, data):
         "paths": paths,
         "path_log_probs": path_log_probs,
     }
+
+
+# hmmlearn's scaled forward recursion (implementation="scaling") multiplies the predicted state
+# probabilities by the emission densities themselves, exp(log N(x_t | μ_k, Σ_k)), and fails when
+# their sum at a step, which is p(x_t | x_0..x_{t-1}), falls below 1e-300. jaxem's scaled recursion
+# shifts each step's log-densities by their maximum first and goes on; with
+# implementation="scaling" the face fails where hmmlearn's would.
+_UNDERFLOW_BOUND = math.log(1e-300)
+_UNDERFLOW = ("GaussianHMM: the scaled forward recursion (implementation='scaling') underflows: "
+              "some step has p(x_t | x_0..x_{t-1}) < 1e-300; use implementation='log'.")
+
+
+def _scaling_underflows(model, params: GaussianHMMParams, data: Sequences) -> jax.Array:
+    """Whether some real step t of some sequence has log p(x_t | x_0..x_{t-1}, θ) below
+    log 1e-300 (or not finite): a forward filter in log space, per sequence (a bool)."""
+    initial, transition, emission = model.log_potentials(params, data)   # (K,), (K, K), (B, T, K)
+
+    def sequence(table, real):
+        def step(log_filtered, inputs):   # log p(z_{t-1} | x_0..x_{t-1}) -> log p(z_t | x_0..x_t)
+            log_b, is_real = inputs
+            joint = jax.nn.logsumexp(log_filtered[:, None] + transition, axis=0) + log_b
+            log_c = jax.nn.logsumexp(joint)
+            return jnp.where(is_real, joint - log_c, log_filtered), jnp.where(is_real, log_c, 0.0)
+
+        joint = initial + table[0]
+        log_c0 = jax.nn.logsumexp(joint)
+        _, log_cs = jax.lax.scan(step, joint - log_c0, (table[1:], real[1:]))
+        # NaN (after a step with p = 0) fails the comparison too.
+        return ~(jnp.all(log_cs >= _UNDERFLOW_BOUND) & (log_c0 >= _UNDERFLOW_BOUND))
+
+    return jnp.any(jax.vmap(sequence)(emission, data.mask))
+
+
+@jax.jit
+def _underflow_program(model, params, data):
+    return _scaling_underflows(model, params, data)
+
+
+@jax.jit
+def _restarts_underflow_program(model, params0, params1, data):
+    """Per restart (R,): whether hmmlearn's scaled recursion underflows at params0 or params1
+    (both with a leading restart axis R)."""
+    underflows = jax.vmap(_scaling_underflows, in_axes=(None, 0, None))
+    return underflows(model, params0, data) | underflows(model, params1, data)
 
 
 # --- NumPy helpers -------------------------------------------------------------------------------
