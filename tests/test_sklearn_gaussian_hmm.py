@@ -9,6 +9,7 @@ padded shape as the training data).
 """
 
 import pickle
+import warnings
 
 import jax
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from hmmlearn import hmm
 from sklearn.exceptions import NotFittedError
 
+from jaxem import DegenerateSolutionWarning
 from jaxem.sklearn import GaussianHMM
 from jaxem.sklearn import gaussian_hmm as hmm_module
 
@@ -341,3 +343,30 @@ def test_fit_runs_the_scaled_recursion_and_falls_back_to_log_space(monkeypatch):
         with_start(GaussianHMM(K, n_iter=N_ITER, init_params="", tol=1e-7, implementation="scaling",
                                **PRIORS), start).fit(X_TRAIN, LENGTHS)
     assert algorithms == ["scaled"]
+
+
+def test_state_on_one_outlier_warns_degenerate():
+    """A state started on the one outlier of a sequence keeps it: one expected step, fewer than
+    diag variances need. The estimator returns that fit (its only restart) with a
+    `DegenerateSolutionWarning` and records it in `restart_degenerate_`; a start whose states
+    share the bulk of the data is not flagged."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(0.0, 1.0, 40), [50.0]])[:, None]
+
+    def started(means, covars):
+        model = GaussianHMM(2, "diag", init_params="", n_iter=50, random_state=0)
+        model.startprob_ = np.array([0.5, 0.5])
+        model.transmat_ = np.array([[0.9, 0.1], [0.9, 0.1]])
+        model.means_ = np.array(means)
+        model.covars_ = np.array(covars)
+        return model
+
+    with pytest.warns(DegenerateSolutionWarning, match="Every restart's solution is degenerate"):
+        on_outlier = started([[0.0], [50.0]], [[1.0], [1e-3]]).fit(x)
+    assert on_outlier.restart_degenerate_.tolist() == [True]
+    np.testing.assert_allclose(on_outlier.means_[1], [50.0], atol=1e-6)
+    bulk = started([[-1.0], [1.0]], [[1.0], [1.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateSolutionWarning)
+        bulk.fit(x[:40])
+    assert bulk.restart_degenerate_.tolist() == [False]

@@ -261,9 +261,10 @@ class GaussianHMM(BaseEstimator):
                 scaling = self.implementation == "scaling"
 
                 def run(fit_model):
-                    params0, fits, final, last = _fit_program(
+                    params0, restarts, final, last = _fit_program(
                         fit_model, m_step, data, rows, keys, starts, tol_per_step, int(self.n_iter) - 1,
                         self.acceleration)
+                    fits = restarts.restarts
                     # hmmlearn's scaled recursion fails where it underflows, at θ_0 or θ_T (the
                     # iterations between are not checked).
                     underflow = (np.asarray(_restarts_underflow_program(fit_model, params0, fits.params,
@@ -271,12 +272,14 @@ class GaussianHMM(BaseEstimator):
                     fits, final, last = _base.to_numpy((fits, final, last))
                     usable = fits.finite & np.isfinite(last) & ~underflow & np.array(
                         [_base.all_finite(_base.take(final, r)) for r in range(len(keys))])
-                    return fits, final, last, usable, np.any(underflow)
+                    degenerate = np.asarray(restarts.degenerate)
+                    return (fits, final, last, usable, np.any(underflow), degenerate,
+                            restarts.degeneracy_report("state"))
 
                 # The scaled recursion first (faster); the log-space one where it underflowed.
-                fits, final, last, usable, underflow = run(self._model("scaled"))
+                fits, final, last, usable, underflow, degenerate, reports = run(self._model("scaled"))
                 if not usable.any() and model.algorithm == "log":
-                    fits, final, last, usable, underflow = run(model)
+                    fits, final, last, usable, underflow, degenerate, reports = run(model)
                 if not usable.any() and underflow:
                     raise ValueError(_UNDERFLOW)
                 if not usable.any():
@@ -285,7 +288,11 @@ class GaussianHMM(BaseEstimator):
                         "state collapsed onto one point); use fewer states, larger covars_prior or "
                         "min_covar, or rescale the data.")
                 restart_ll = np.where(usable, last, np.nan)
-                best = int(np.argmax(np.where(usable, last, -np.inf)))   # first on ties
+                # The best usable restart (first on ties), a non-degenerate one if there is one.
+                preferred = usable & ~degenerate if (usable & ~degenerate).any() else usable
+                best = int(np.argmax(np.where(preferred, last, -np.inf)))
+                self.restart_degenerate_ = degenerate
+                _base.warn_degenerate(degenerate, restart_ll, best, reports, "state")
                 params = _base.take(final, best)
                 count = int(fits.num_iters[best])
                 log_probs = list(fits.history[best, :count]) + [float(last[best])]
@@ -378,8 +385,10 @@ class GaussianHMM(BaseEstimator):
     # --- helpers ---------------------------------------------------------------------------------
 
     def _model(self, algorithm: str | None = None):
-        """The jaxem model; its forward–backward is `implementation`'s unless `algorithm` is given."""
-        return gaussian_hmm(int(self.n_components), self.covariance_type, reg_covar=0.0,
+        """The jaxem model; its forward–backward is `implementation`'s unless `algorithm` is given.
+        Its reg_covar is min_covar, the floor of the face's own M-step (`_HmmlearnMStep`), which
+        the model's degeneracy test (`jaxem.engine.degeneracy`) subtracts."""
+        return gaussian_hmm(int(self.n_components), self.covariance_type, reg_covar=float(self.min_covar),
                             algorithm=algorithm or IMPLEMENTATIONS[self.implementation])
 
     def _fitted_params(self) -> GaussianHMMParams:
@@ -629,16 +638,17 @@ _starting_points_program = jax.jit(_starting_points)
 
 @functools.partial(jax.jit, static_argnums=(1, 7, 8))
 def _fit_program(model, m_step, data, rows, keys, starts, tol, em_iters: int, acceleration=None):
-    """The whole fit as one vmapped program: (starting points; every restart's FitResult after
-    at most `em_iters` M-steps, stopped by hmmlearn's signed rule (`convergence="gain"`) on
-    log p(X | θ_i) alone; every restart's parameters after one more M-step; every restart's last
-    log-likelihood log p(X | θ_T)), each with a leading restart axis R."""
+    """The whole fit as one vmapped program: (starting points; the `RestartsResult` (its `best`
+    dropped) after at most `em_iters` M-steps, stopped by hmmlearn's signed rule
+    (`convergence="gain"`) on log p(X | θ_i) alone, with every restart's degeneracy; every
+    restart's parameters after one more M-step; every restart's last log-likelihood
+    log p(X | θ_T)), each with a leading restart axis R."""
     params0 = _starting_points(model, keys, rows, starts)
     result = fit_restarts(model, data, params0, m_step=m_step, log_prior=_no_prior, max_iter=em_iters,
                           tol=tol, convergence="gain", strategy="exhaustive", acceleration=acceleration)
 
     final, last = _base.one_more_m_step(model, result.restarts.params, data, m_step)
-    return params0, result.restarts, final, last
+    return params0, result._replace(best=None), final, last
 
 
 @jax.jit
