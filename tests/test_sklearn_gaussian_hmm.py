@@ -19,7 +19,7 @@ from sklearn.exceptions import NotFittedError
 
 from jaxem import DegenerateSolutionWarning
 from jaxem.sklearn import GaussianHMM
-from jaxem.sklearn import gaussian_hmm as hmm_module
+from jaxem.sklearn import _hmm as hmm_base
 
 COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
 K, D = 3, 2
@@ -157,14 +157,14 @@ def test_n_iter_zero_keeps_the_start():
 def test_restarts_run_as_one_program_and_match_hmmlearn_per_restart(monkeypatch):
     n_init = 4
     calls = []
-    program = hmm_module._fit_program
+    program = hmm_base._fit_program
 
-    def recording_program(model, m_step, data, rows, keys, *args):
-        outputs = program(model, m_step, data, rows, keys, *args)
+    def recording_program(model, m_step, finish, data, rows, keys, *args):
+        outputs = program(model, m_step, finish, data, rows, keys, *args)
         calls.append((keys.shape, outputs[0]))   # outputs[0]: every restart's starting point
         return outputs
 
-    monkeypatch.setattr(hmm_module, "_fit_program", recording_program)
+    monkeypatch.setattr(hmm_base, "_fit_program", recording_program)
     ours = GaussianHMM(K, n_iter=N_ITER, n_init=n_init, random_state=5, tol=1e-7, **PRIORS)
     ours.fit(X_TRAIN, LENGTHS)
     assert len(calls) == 1 and calls[0][0] == (n_init,)
@@ -320,7 +320,7 @@ def test_fit_runs_the_scaled_recursion_and_falls_back_to_log_space(monkeypatch):
     """`fit` runs jaxem's scaled forward–backward whatever `implementation` says; with "log" a fit
     whose every restart came out non-finite (here: made so) is rerun in log space, and that rerun's
     result is kept (hmmlearn's trajectory); with "scaling" it is not rerun and the error says so."""
-    program = hmm_module._fit_program
+    program = hmm_base._fit_program
     algorithms = []
 
     def scaled_underflows(model, *args):
@@ -330,7 +330,7 @@ def test_fit_runs_the_scaled_recursion_and_falls_back_to_log_space(monkeypatch):
             last = last * np.nan
         return params0, fits, final, last
 
-    monkeypatch.setattr(hmm_module, "_fit_program", scaled_underflows)
+    monkeypatch.setattr(hmm_base, "_fit_program", scaled_underflows)
     start = random_start(np.random.default_rng(2), "diag")
     ours = with_start(GaussianHMM(K, n_iter=N_ITER, init_params="", tol=1e-7, **PRIORS),
                       start).fit(X_TRAIN, LENGTHS)

@@ -30,12 +30,13 @@ if every restart is degenerate, the best of them is returned and flagged.
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxem.validation import check_hyperparameter
 
 __all__ = ["MIN_VARIANCE_RATIO", "DegenerateSolutionWarning", "Degeneracy", "check_min_variance_ratio",
            "data_variances", "describe"]
@@ -67,10 +68,7 @@ class Degeneracy(NamedTuple):
 
 def check_min_variance_ratio(value: Any) -> None:
     """`min_variance_ratio` must be a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(value) or value < 0:
-        raise ValueError(f"min_variance_ratio: expected a finite number >= 0 (default "
-                         f"{MIN_VARIANCE_RATIO}), got {value!r}.")
+    check_hyperparameter(value, "min_variance_ratio", hint=f" (default {MIN_VARIANCE_RATIO})")
 
 
 def describe(degeneracy: Degeneracy, noun: str = "component") -> str:

@@ -15,10 +15,10 @@ NumPy back to scikit-learn's world. The pieces here, in the order a fit uses the
 - `one_more_m_step`: scikit-learn's and hmmlearn's last iteration. Their loop
   runs one M-step more than `jaxem.fit_restarts` does with the same test (see
   each face's module docstring), so each face's jitted fit program ends with it.
-- `take`, `all_finite`, `is_symmetric_positive_definite`: restart r out of a
-  batched parameter NamedTuple, and the checks of a fitted or given one.
-- `warn_degenerate`: the faces' warning about degenerate restarts
-  (`jaxem.engine.degeneracy`).
+- `take`, `check_rows_sum_to_one`, `all_finite`, `is_symmetric_positive_definite`: restart r
+  out of a batched parameter NamedTuple, and the checks of a fitted or given one.
+- `best_restart`, `warn_degenerate`: the faces' choice of the best restart and their
+  warning about degenerate restarts (`jaxem.engine.degeneracy`).
 - `draw`: samples of the fitted model in a padded batch.
 
 The fit programs themselves stay in the faces: their starting points, static
@@ -43,7 +43,9 @@ from jaxem.engine.mstep import resolve_m_step
 
 __all__ = [
     "all_finite",
+    "best_restart",
     "check_int",
+    "check_rows_sum_to_one",
     "draw",
     "is_symmetric_positive_definite",
     "jax_context",
@@ -135,6 +137,15 @@ def take(params, r: int):
     return type(params)(*[np.asarray(leaf[r]) for leaf in params])
 
 
+def check_rows_sum_to_one(table: np.ndarray, name: str) -> None:
+    """hmmlearn's `_check_sum_1`: ValueError unless every row of `table` (or the vector) sums
+    to 1 (to `np.allclose`)."""
+    sums = np.asarray(table).sum(axis=-1)
+    if not np.allclose(sums, 1):
+        raise ValueError(f"{name} must sum to 1 (got {sums:.4f})" if sums.ndim == 0
+                         else f"{name} rows must sum to 1 (got row sums of {sums})")
+
+
 def all_finite(params) -> bool:
     """Whether every leaf of a NamedTuple of NumPy parameters is finite everywhere (a bool)."""
     return all(np.all(np.isfinite(leaf)) for leaf in params)
@@ -143,6 +154,14 @@ def all_finite(params) -> bool:
 def is_symmetric_positive_definite(matrix: np.ndarray) -> bool:
     """Whether a (D, D) matrix is symmetric (to `np.allclose`) with no eigenvalue <= 0."""
     return bool(np.allclose(matrix, matrix.T) and not np.any(np.linalg.eigvalsh(matrix) <= 0.0))
+
+
+def best_restart(scores: np.ndarray, usable: np.ndarray, degenerate: np.ndarray) -> int:
+    """The restart with the highest score (first on ties) among the usable non-degenerate
+    ones, among all usable ones when every usable restart is degenerate. `scores`,
+    `usable`, `degenerate`: (R,); at least one restart must be usable."""
+    preferred = usable & ~degenerate if (usable & ~degenerate).any() else usable
+    return int(np.argmax(np.where(preferred, scores, -np.inf)))
 
 
 def warn_degenerate(degenerate: np.ndarray, scores: np.ndarray, best: int, reports: list[str],
@@ -175,10 +194,12 @@ def _sample_program(model, key, params, num_samples: int):
 
 
 def draw(model, key: jax.Array, params, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """`model.sample(key, params, ·)`'s first `num_samples` draws (x float64, z int64), drawn in
-    a batch of a power-of-two size so that few sizes compile. The first n draws of a longer
-    batch are an exact sample of size n: independent draws for a mixture, the first n steps
-    of a longer chain for an HMM."""
+    """`model.sample(key, params, ·)`'s first `num_samples` draws (x float64, or int64 for
+    integer draws; z int64), drawn in a batch of a power-of-two size so that few sizes
+    compile. The first n draws of a longer batch are an exact sample of size n: independent
+    draws for a mixture, the first n steps of a longer chain for an HMM."""
     with jax_context():
         x, z = _sample_program(model, key, to_jax(params), padded_size(num_samples, 1))
-        return np.asarray(x, np.float64)[:num_samples], np.asarray(z, np.int64)[:num_samples]
+        x = np.asarray(x)
+        x = x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64)
+        return x[:num_samples], np.asarray(z, np.int64)[:num_samples]

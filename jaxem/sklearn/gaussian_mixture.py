@@ -487,8 +487,7 @@ def _run(model, X: np.ndarray, num_restarts: int, draws: _draws.Draws, given: Ga
     if not usable[best] and usable.any():
         # The last M-step broke the best restart: take the best usable one (first on ties), a
         # non-degenerate one if there is one.
-        preferred = usable & ~degenerate if (usable & ~degenerate).any() else usable
-        best = int(np.argmax(np.where(preferred, restart_lower_bounds, -np.inf)))
+        best = _base.best_restart(restart_lower_bounds, usable, degenerate)
     return _Outcome(final, fits.num_iters + 1, converged, usable, degenerate, reports, lower_bounds,
                     restart_lower_bounds, best)
 

@@ -1,0 +1,150 @@
+"""`MultinomialHMM`: hmmlearn's `hmmlearn.hmm.MultinomialHMM` interface on jaxem, plus vmapped restarts.
+
+The model: z_0 ~ π, z_t | z_{t-1} ~ A[z_{t-1}], x_t | z_t = k ~ Multinomial(n_t, B_k): row t
+of X (N, M) counts how many of its n_t trials fell on each of the M symbols
+(`jaxem.models.multinomial_hmm` supplies the emission table, the forward–backward E-step,
+Viterbi and sampling). The M-step is hmmlearn's: π and A as in `jaxem.sklearn._hmm`, and
+(letter "e", no prior)
+
+    B_km = Σ_t γ_tk x_tm / Σ_m' Σ_t γ_tk x_tm'
+
+(a row with no expected counts keeps its values; hmmlearn's divides by zero there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array
+
+from jaxem.models.hmm_common import normalize_rows
+from jaxem.models.multinomial_hmm import MultinomialHMMParams, multinomial_hmm
+from jaxem.sklearn import _base
+from jaxem.sklearn._hmm import IMPLEMENTATIONS, BaseHMM, ChainMStep, freeze
+
+__all__ = ["MultinomialHMM"]
+
+
+class MultinomialHMM(BaseHMM):
+    """Hidden Markov model with multinomial emissions (count vectors), fitted by Baum–Welch in
+    JAX; hmmlearn's `MultinomialHMM` interface (0.3), plus `n_init` vmapped restarts and
+    `acceleration`.
+
+    Parameters, attributes and methods are hmmlearn's; fits started from the same parameters
+    follow hmmlearn's trajectory. `n_trials`: the number of trials of every row (an int), or
+    one per row (an array), or None: taken from the data at `fit` (each row's sum); rows whose
+    sums differ from a given n_trials are rejected (ValueError). Scoring uses each row's own
+    sum, as hmmlearn does; `sample` needs a single n_trials. What every HMM face does
+    differently from hmmlearn is listed in `jaxem.sklearn._hmm.BaseHMM`; here also: hmmlearn
+    0.3 logs a warning about the class's history at construction, this face does not.
+
+    Attributes (after fit): startprob_ (K,), transmat_ (K, K), emissionprob_ (K, M), n_features
+    (M), n_trials, monitor_, restart_log_likelihoods_ (n_init,), restart_degenerate_ (n_init,).
+    """
+
+    _params_type = MultinomialHMMParams
+    _attributes = ("startprob_", "transmat_", "emissionprob_")
+    _emission_letters = "e"
+
+    def __init__(self, n_components=1, n_trials=None, startprob_prior=1.0, transmat_prior=1.0,
+                 algorithm="viterbi", random_state=None, n_iter=10, tol=1e-2, verbose=False,
+                 params="ste", init_params="ste", implementation="log", n_init=1, acceleration=None):
+        self.n_trials = n_trials
+        self._set_chain_settings(n_components, startprob_prior, transmat_prior, algorithm, random_state,
+                                 n_iter, tol, verbose, params, init_params, implementation, n_init,
+                                 acceleration)
+
+    # --- the hooks of `BaseHMM` ----------------------------------------------------------------------
+
+    def _model(self, algorithm: str | None = None):
+        return multinomial_hmm(int(self.n_components), int(self.n_features),
+                               algorithm=algorithm or IMPLEMENTATIONS[self.implementation])
+
+    def _m_step(self) -> _MultinomialMStep:
+        return _MultinomialMStep(self._fitted_letters(), freeze(self.startprob_prior),
+                                 freeze(self.transmat_prior))
+
+    def _check_and_set_n_features(self, X: np.ndarray) -> None:
+        """hmmlearn's: n_features from X's columns; X holds non-negative integers; n_trials is
+        set to each row's sum when None, else every row must sum to it (ValueError)."""
+        super()._check_and_set_n_features(X)
+        _check_counts(X)
+        if self.n_trials is None:
+            self.n_trials = X.sum(axis=1)
+        elif not np.all(X.sum(axis=1) == self.n_trials):
+            raise ValueError(f"X: the total count of each row should add up to the number of trials "
+                             f"(n_trials={self.n_trials}); set n_trials=None to take each row's sum.")
+
+    def _check_X(self, X) -> np.ndarray:
+        return check_array(X)   # integer counts stay integers
+
+    def _check_scored_X(self, X: np.ndarray) -> None:
+        super()._check_scored_X(X)
+        if X.min() < 0 or np.any(X != np.floor(X)):
+            raise ValueError("X: symbol counts should be nonnegative whole numbers.")
+
+    def _emission_starts(self, X: np.ndarray) -> dict:
+        """emissionprob_ as set, or hmmlearn's draw: uniform(0, 1) entries, rows normalised."""
+        shape = (self.n_components, self.n_features)
+        if self._needs_init("e", "emissionprob_"):
+            def draw(random_state):
+                table = check_random_state(random_state).rand(*shape)
+                return table / table.sum(axis=1, keepdims=True)
+            return {"emission": draw}
+        emission = np.asarray(self.emissionprob_, np.float64)
+        self._check_emission(MultinomialHMMParams(None, None, emission))
+        return {"emission": emission}
+
+    def _check_emission(self, params: MultinomialHMMParams | None = None) -> None:
+        """hmmlearn's checks: emissionprob_ (K, n_features) (n_features taken from it when
+        unset), n_trials set; also rows summing to 1."""
+        emission = np.atleast_2d(self.emissionprob_ if params is None else params.emission)
+        dim = getattr(self, "n_features", None) or emission.shape[1]
+        if emission.shape != (self.n_components, dim):
+            raise ValueError(f"emissionprob_ must have shape (n_components, n_features) = "
+                             f"({self.n_components}, {dim}), got {emission.shape}")
+        self.n_features = dim
+        _base.check_rows_sum_to_one(emission, "emissionprob_")
+        if self.n_trials is None:
+            raise ValueError("n_trials must be set")
+
+    def _free_scalars(self) -> dict[str, int]:
+        k, m = self.n_components, self.n_features
+        return {"s": k - 1, "t": k * (k - 1), "e": k * (m - 1)}
+
+    def _sample(self, key, params, n_samples: int):
+        trials = np.unique(np.asarray(self.n_trials))
+        if trials.size != 1:
+            raise ValueError(f"n_trials: sampling needs a single number of trials, got {trials.size} "
+                             "distinct ones; set n_trials to an int.")
+        n = _base.padded_size(n_samples, 1)
+        with _base.jax_context():
+            x, z = _sample_program(self._model(), key, _base.to_jax(params), n, int(trials[0]))
+        return np.asarray(x, np.int64)[:n_samples], np.asarray(z, np.int64)[:n_samples]
+
+
+def _check_counts(X: np.ndarray) -> None:
+    if not np.issubdtype(np.asarray(X).dtype, np.integer) or X.min() < 0:
+        raise ValueError("X: symbol counts should be nonnegative integers, got "
+                         f"dtype {np.asarray(X).dtype} with minimum {X.min()}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _MultinomialMStep(ChainMStep):
+    """hmmlearn's multinomial M-step (module docstring), after the chain's."""
+
+    def update_emission(self, model, params: MultinomialHMMParams, posterior, data) -> MultinomialHMMParams:
+        if "e" not in self.letters:
+            return params
+        marginals = posterior.marginals.reshape(-1, model.num_states)   # 0 on padding
+        counts = model.emission_statistics(marginals, data, params)     # Σ_t γ_tk x_tm (K, M)
+        return params._replace(emission=normalize_rows(counts, params.emission))
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _sample_program(model, key, params, num_samples, num_trials):
+    return model.sample(key, params, num_samples, num_trials)
