@@ -44,6 +44,7 @@ from jaxem.validation import (
     check_hyperparameter,
     check_num_states,
     check_simplex,
+    is_concrete,
 )
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "ProbabilityChain",
     "check_chain_params",
     "check_concentration",
+    "check_count_values",
     "chain_counts_from_responsibilities",
     "dirichlet_log_prior",
     "dirichlet_map",
@@ -146,6 +148,25 @@ def step_values(data: Any):
     shape = jnp.shape(values)
     dtype = values.dtype if hasattr(values, "dtype") else np.asarray(values).dtype
     return values, shape[leading:], dtype
+
+
+def check_count_values(values: Any, dtype: Any, name: str = "data", hint: str = "") -> None:
+    """Counts: an integer or floating dtype (TypeError otherwise) and, when concrete, every
+    value a non-negative whole number (ValueError naming the first bad one and `hint`)."""
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        raise TypeError(
+            f"{name}: expected integer (or whole-number float) counts, got dtype {dtype}; "
+            "convert with np.asarray(x, dtype=int)."
+        )
+    if is_concrete(values):
+        counts = np.asarray(values)
+        bad = (counts < 0) | (counts != np.floor(counts))
+        if np.any(bad):
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name}: counts must be non-negative whole numbers, got {counts[where]!r} at index "
+                f"{list(where)}{hint}"
+            )
 
 
 def fill_padding(data: Any) -> jax.Array:

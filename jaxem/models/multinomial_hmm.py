@@ -37,6 +37,7 @@ from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChain,
     check_chain_params,
+    check_count_values,
     dirichlet_log_prior,
     dirichlet_map,
     fill_padding,
@@ -241,21 +242,8 @@ class MultinomialHMM(ProbabilityChain):
                 f"(B, T, {m})), got per-step shape {step_shape}; symbols given as labels (T,) need "
                 f"one-hot rows, np.eye({m}, dtype=int)[x], or use categorical_hmm."
             )
-        if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
-            raise TypeError(
-                f"data: expected integer (or whole-number float) counts, got dtype {dtype}; "
-                "convert with np.asarray(x, dtype=int)."
-            )
-        if is_concrete(values):
-            counts = np.asarray(values)
-            bad = (counts < 0) | (counts != np.floor(counts))
-            if np.any(bad):
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(
-                    f"data: counts must be non-negative whole numbers, got {counts[where]!r} at index "
-                    f"{list(where)}; a multinomial HMM models how many of each row's trials fell on "
-                    "each symbol (0, 1, 2, ...)."
-                )
+        check_count_values(values, dtype, hint="; a multinomial HMM models how many of each row's trials "
+                           "fell on each symbol (0, 1, 2, ...).")
 
     def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
                      name: str = "params") -> None:

@@ -159,20 +159,7 @@ class PoissonHMM(ProbabilityChain):
                 f"data: expected counts of shape (T, D) (or Sequences of (B, T, D)), got per-step shape "
                 f"{step_shape}; use x[:, None] for one count per step."
             )
-        if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
-            raise TypeError(
-                f"data: expected integer (or whole-number float) counts, got dtype {dtype}; "
-                "convert with np.asarray(x, dtype=int)."
-            )
-        if is_concrete(values):
-            counts = np.asarray(values)
-            bad = (counts < 0) | (counts != np.floor(counts))
-            if np.any(bad):
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(
-                    f"data: counts must be non-negative whole numbers, got {counts[where]!r} at index "
-                    f"{list(where)}; a Poisson HMM models counts 0, 1, 2, ..."
-                )
+        hmm_common.check_count_values(values, dtype, hint="; a Poisson HMM models counts 0, 1, 2, ...")
 
     def check_params(self, params: Any, data: Any = None, *, batch_ndim: int = 0,
                      name: str = "params") -> None:

@@ -57,7 +57,7 @@ from jaxem.sklearn import _base
 from jaxem.sklearn._monitor import ConvergenceMonitor, record
 from jaxem.structures.sequences import Sequences
 
-__all__ = ["BaseHMM", "ChainMStep", "ConvergenceMonitor", "freeze"]
+__all__ = ["BaseHMM", "ChainMStep", "ConvergenceMonitor", "ProbabilityTableHMM", "freeze"]
 
 DECODER_ALGORITHMS = ("viterbi", "map")
 IMPLEMENTATIONS = {"log": "log", "scaling": "scaled"}   # hmmlearn's name -> jaxem's algorithm
@@ -478,6 +478,38 @@ class BaseHMM(BaseEstimator):
                              "initialization because 'init_params' contains %r", name, letter)
             return True
         return not hasattr(self, name)
+
+
+class ProbabilityTableHMM(BaseHMM):
+    """A face whose emission parameters are one table emissionprob_ (K, n_features) of
+    probabilities, rows summing to 1 (letter "e"; the field `emission` of its parameters):
+    `CategoricalHMM` and `MultinomialHMM`."""
+
+    _attributes = ("startprob_", "transmat_", "emissionprob_")
+    _emission_letters = "e"
+
+    def _emission_starts(self, X: np.ndarray) -> dict:
+        """emissionprob_ as set, or hmmlearn's draw: uniform(0, 1) entries, rows normalised."""
+        shape = (self.n_components, self.n_features)
+        if self._needs_init("e", "emissionprob_"):
+            def draw(random_state):
+                table = check_random_state(random_state).rand(*shape)
+                return table / table.sum(axis=1, keepdims=True)
+            return {"emission": draw}
+        emission = np.asarray(self.emissionprob_, np.float64)
+        self._check_emission(self._params_type(None, None, emission))
+        return {"emission": emission}
+
+    def _check_table(self, emission: np.ndarray, num_features: int) -> None:
+        """hmmlearn's checks of the table: shape (K, num_features), rows summing to 1."""
+        if emission.shape != (self.n_components, num_features):
+            raise ValueError(f"emissionprob_ must have shape (n_components, n_features) = "
+                             f"({self.n_components}, {num_features}), got {emission.shape}")
+        _base.check_rows_sum_to_one(emission, "emissionprob_")
+
+    def _free_scalars(self) -> dict[str, int]:
+        k, m = self.n_components, self.n_features
+        return {"s": k - 1, "t": k * (k - 1), "e": k * (m - 1)}
 
 
 # --- the M-step ---------------------------------------------------------------------------------

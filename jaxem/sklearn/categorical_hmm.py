@@ -16,18 +16,17 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array
 
 from jaxem.models.categorical_hmm import CategoricalHMMParams, categorical_hmm
 from jaxem.models.hmm_common import dirichlet_map
 from jaxem.sklearn import _base
-from jaxem.sklearn._hmm import IMPLEMENTATIONS, BaseHMM, ChainMStep, freeze
+from jaxem.sklearn._hmm import IMPLEMENTATIONS, ChainMStep, ProbabilityTableHMM, freeze
 
 __all__ = ["CategoricalHMM"]
 
 
-class CategoricalHMM(BaseHMM):
+class CategoricalHMM(ProbabilityTableHMM):
     """Hidden Markov model with categorical (discrete-symbol) emissions, fitted by Baum–Welch in
     JAX; hmmlearn's `CategoricalHMM` interface (0.3), plus `n_init` vmapped restarts and
     `acceleration`.
@@ -47,8 +46,6 @@ class CategoricalHMM(BaseHMM):
     """
 
     _params_type = CategoricalHMMParams
-    _attributes = ("startprob_", "transmat_", "emissionprob_")
-    _emission_letters = "e"
 
     def __init__(self, n_components=1, startprob_prior=1.0, transmat_prior=1.0, *, emissionprob_prior=1.0,
                  n_features=None, algorithm="viterbi", random_state=None, n_iter=10, tol=1e-2,
@@ -98,32 +95,13 @@ class CategoricalHMM(BaseHMM):
     def _data_rows(self, X: np.ndarray) -> np.ndarray:
         return X[:, 0].astype(np.int32)
 
-    def _emission_starts(self, X: np.ndarray) -> dict:
-        """emissionprob_ as set, or hmmlearn's draw: uniform(0, 1) entries, rows normalised."""
-        shape = (self.n_components, self.n_features)
-        if self._needs_init("e", "emissionprob_"):
-            def draw(random_state):
-                table = check_random_state(random_state).rand(*shape)
-                return table / table.sum(axis=1, keepdims=True)
-            return {"emission": draw}
-        emission = np.asarray(self.emissionprob_, np.float64)
-        self._check_emission(CategoricalHMMParams(None, None, emission))
-        return {"emission": emission}
-
     def _check_emission(self, params: CategoricalHMMParams | None = None) -> None:
         """hmmlearn's checks: emissionprob_ (K, n_features) (n_features taken from it when
         unset) with rows summing to 1."""
         emission = np.atleast_2d(self.emissionprob_ if params is None else params.emission)
         if self.n_features is None:
             self.n_features = emission.shape[1]
-        if emission.shape != (self.n_components, self.n_features):
-            raise ValueError(f"emissionprob_ must have shape ({self.n_components}, {self.n_features}), "
-                             f"got {emission.shape}")
-        _base.check_rows_sum_to_one(emission, "emissionprob_")
-
-    def _free_scalars(self) -> dict[str, int]:
-        k, m = self.n_components, self.n_features
-        return {"s": k - 1, "t": k * (k - 1), "e": k * (m - 1)}
+        self._check_table(emission, self.n_features)
 
     def _sample(self, key, params, n_samples: int):
         x, z = _base.draw(self._model(), key, params, n_samples)

@@ -499,8 +499,8 @@ def _fit_program(model, x, num_restarts: int, draws, given, tol, init_params: st
     `em_iters` M-steps (its `best` dropped), every restart's parameters after one more M-step
     (scikit-learn's last iteration)); each with a leading restart axis R."""
     params0 = _starting_points(model, num_restarts, draws, x, given, init_params)
-    result = fit_restarts(model, x, params0, max_iter=em_iters, tol=tol, strategy="exhaustive",
-                          acceleration=acceleration)
+    result = fit_restarts(model, x, params0, max_iter=em_iters, tol=tol, convergence="absolute",
+                          strategy="exhaustive", acceleration=acceleration)
     final, _ = _base.one_more_m_step(model, result.restarts.params, x)
     return params0, result._replace(best=None), final
 

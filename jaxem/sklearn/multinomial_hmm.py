@@ -18,18 +18,17 @@ import functools
 
 import jax
 import numpy as np
-from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array
 
 from jaxem.models.hmm_common import normalize_rows
 from jaxem.models.multinomial_hmm import MultinomialHMMParams, multinomial_hmm
 from jaxem.sklearn import _base
-from jaxem.sklearn._hmm import IMPLEMENTATIONS, BaseHMM, ChainMStep, freeze
+from jaxem.sklearn._hmm import IMPLEMENTATIONS, ChainMStep, ProbabilityTableHMM, freeze
 
 __all__ = ["MultinomialHMM"]
 
 
-class MultinomialHMM(BaseHMM):
+class MultinomialHMM(ProbabilityTableHMM):
     """Hidden Markov model with multinomial emissions (count vectors), fitted by Baum–Welch in
     JAX; hmmlearn's `MultinomialHMM` interface (0.3), plus `n_init` vmapped restarts and
     `acceleration`.
@@ -47,8 +46,6 @@ class MultinomialHMM(BaseHMM):
     """
 
     _params_type = MultinomialHMMParams
-    _attributes = ("startprob_", "transmat_", "emissionprob_")
-    _emission_letters = "e"
 
     def __init__(self, n_components=1, n_trials=None, startprob_prior=1.0, transmat_prior=1.0,
                  algorithm="viterbi", random_state=None, n_iter=10, tol=1e-2, verbose=False,
@@ -87,34 +84,15 @@ class MultinomialHMM(BaseHMM):
         if X.min() < 0 or np.any(X != np.floor(X)):
             raise ValueError("X: symbol counts should be nonnegative whole numbers.")
 
-    def _emission_starts(self, X: np.ndarray) -> dict:
-        """emissionprob_ as set, or hmmlearn's draw: uniform(0, 1) entries, rows normalised."""
-        shape = (self.n_components, self.n_features)
-        if self._needs_init("e", "emissionprob_"):
-            def draw(random_state):
-                table = check_random_state(random_state).rand(*shape)
-                return table / table.sum(axis=1, keepdims=True)
-            return {"emission": draw}
-        emission = np.asarray(self.emissionprob_, np.float64)
-        self._check_emission(MultinomialHMMParams(None, None, emission))
-        return {"emission": emission}
-
     def _check_emission(self, params: MultinomialHMMParams | None = None) -> None:
         """hmmlearn's checks: emissionprob_ (K, n_features) (n_features taken from it when
         unset), n_trials set; also rows summing to 1."""
         emission = np.atleast_2d(self.emissionprob_ if params is None else params.emission)
         dim = getattr(self, "n_features", None) or emission.shape[1]
-        if emission.shape != (self.n_components, dim):
-            raise ValueError(f"emissionprob_ must have shape (n_components, n_features) = "
-                             f"({self.n_components}, {dim}), got {emission.shape}")
+        self._check_table(emission, dim)
         self.n_features = dim
-        _base.check_rows_sum_to_one(emission, "emissionprob_")
         if self.n_trials is None:
             raise ValueError("n_trials must be set")
-
-    def _free_scalars(self) -> dict[str, int]:
-        k, m = self.n_components, self.n_features
-        return {"s": k - 1, "t": k * (k - 1), "e": k * (m - 1)}
 
     def _sample(self, key, params, n_samples: int):
         trials = np.unique(np.asarray(self.n_trials))

@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array
 
+from jaxem.models.hmm_common import check_count_values
 from jaxem.models.poisson_hmm import PoissonHMMParams, poisson_hmm
 from jaxem.sklearn._hmm import IMPLEMENTATIONS, BaseHMM, ChainMStep, freeze
 
@@ -71,11 +72,7 @@ class PoissonHMM(BaseHMM):
 
     def _check_X(self, X) -> np.ndarray:
         X = check_array(X, dtype=np.float64)
-        bad = (X < 0) | (X != np.floor(X))
-        if np.any(bad):
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"X: counts must be non-negative whole numbers, got {X[where]!r} at index "
-                             f"{list(where)}.")
+        check_count_values(X, X.dtype, "X")
         return X
 
     def _emission_starts(self, X: np.ndarray) -> dict:
