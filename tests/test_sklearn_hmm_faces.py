@@ -136,6 +136,7 @@ def test_restarts_keep_the_best_and_the_first_is_hmmlearns():
     single = faces.PoissonHMM(K, random_state=3, n_iter=N_ITER, tol=1e-8).fit(COUNTS, LENGTHS)
     reference = hmm.PoissonHMM(K, random_state=3, n_iter=N_ITER, tol=1e-8).fit(COUNTS, LENGTHS)
     assert_same_fit(single, reference, ("startprob_", "transmat_", "lambdas_"))
+    assert scores[0] == pytest.approx(reference.monitor_.history[-1], rel=1e-9)   # restart 0 is it
 
 
 class StrictMonitor(HmmlearnMonitor):
@@ -183,3 +184,24 @@ def test_multinomial_sampling_needs_one_number_of_trials(caplog):
     with caplog.at_level(logging.WARNING):
         faces.MultinomialHMM(K)
     assert not caplog.records
+
+
+def test_edge_cases_hmmlearn_accepts_or_refuses_clearly():
+    """K = 1 with a 1-D table (hmmlearn's `_check` makes it 2-D), currstate checked, n_iter=0
+    reports no degenerate restart, a refit with n_trials taken from other data and a prior of
+    the wrong shape say which setting to change."""
+    one = faces.CategoricalHMM(1, n_features=4)
+    one.startprob_, one.transmat_, one.emissionprob_ = np.ones(1), np.ones((1, 1)), np.full(4, 0.25)
+    assert one.score(SYMBOLS) == pytest.approx(SYMBOLS.size * np.log(0.25))
+    model = faces.CategoricalHMM(K, n_iter=0).fit(SYMBOLS, LENGTHS)
+    assert model.restart_degenerate_.tolist() == [False]
+    for bad in (-1, K, 0.5):
+        with pytest.raises(ValueError, match="currstate"):
+            model.sample(3, currstate=bad)
+    fitted = faces.MultinomialHMM(K, n_iter=1).fit(TRIALS, LENGTHS)
+    with pytest.raises(ValueError, match="n_trials=None"):
+        fitted.fit(TRIALS[:40], [40])
+    with pytest.raises(ValueError, match=r"startprob_prior: .*shape \(2,\)"):
+        faces.CategoricalHMM(K, startprob_prior=np.ones(3)).fit(SYMBOLS, LENGTHS)
+    with pytest.raises(ValueError, match="weights_prior"):
+        faces.GMMHMM(K, n_mix=2, weights_prior=np.ones(3)).fit(MIXED, LENGTHS)

@@ -21,12 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxem.families.simplex import logits_to_simplex, simplex_to_logits
 from jaxem.models.hmm_common import (
     ProbabilityChain,
+    ProbabilityTableEmission,
     check_chain_params,
-    dirichlet_log_prior,
-    dirichlet_map,
     flatten_steps,
     normalize_rows,
     step_values,
@@ -35,7 +33,7 @@ from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import check_params_only, entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
-from jaxem.validation import check_array, check_num_states, check_simplex, is_concrete
+from jaxem.validation import check_array, check_simplex, is_concrete
 
 __all__ = ["CategoricalHMM", "CategoricalHMMCoordinates", "CategoricalHMMParams", "categorical_hmm"]
 
@@ -63,7 +61,7 @@ class CategoricalHMMCoordinates(NamedTuple):
 
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class CategoricalHMM(ProbabilityChain):
+class CategoricalHMM(ProbabilityTableEmission, ProbabilityChain):
     """A K-state HMM emitting symbols in [0, num_symbols), on integer data (T,) or
     `Sequences` of (B, T). Build it with `categorical_hmm(...)`. K, M and the algorithm
     are static; the concentrations are leaves."""
@@ -78,10 +76,6 @@ class CategoricalHMM(ProbabilityChain):
     params_type = CategoricalHMMParams
     coordinates_type = CategoricalHMMCoordinates
 
-    def __post_init__(self):
-        self.check_settings(("initial_prior", "transition_prior", "emission_prior"))
-        check_num_states(self.num_symbols, "num_symbols")
-
     def emission_table(self, params: CategoricalHMMParams, data: Any) -> jax.Array:
         """ε[t, k] = log B[k, x_t]: (T, K), or (B, T, K) for `Sequences`."""
         x, _, unflatten = flatten_steps(data)
@@ -95,22 +89,6 @@ class CategoricalHMM(ProbabilityChain):
         """Expected symbol counts (K, M): Σ_t γ_tk [x_t = m] over real steps (one segment sum)."""
         x, _, _ = flatten_steps(data)
         return jax.ops.segment_sum(marginals, x, num_segments=self.num_symbols).T
-
-    def maximize_emission(self, counts: jax.Array, params: CategoricalHMMParams) -> dict:
-        """B by Dirichlet MAP from the expected symbol counts."""
-        return {"emission": dirichlet_map(counts, self.emission_prior, params.emission)}
-
-    def emission_log_prior(self, params: CategoricalHMMParams) -> jax.Array:
-        """Dirichlet log-prior of the rows of B (0 at the default α = 1)."""
-        return dirichlet_log_prior(params.emission, self.emission_prior)
-
-    def emission_unconstrain(self, params: CategoricalHMMParams) -> dict:
-        """Each row of B as its M-1 log-ratios against the last symbol."""
-        return {"emission_logits": simplex_to_logits(params.emission)}
-
-    def emission_constrain(self, coordinates: CategoricalHMMCoordinates) -> dict:
-        """The inverse of `emission_unconstrain` (softmax of [logits, 0] per row)."""
-        return {"emission": logits_to_simplex(coordinates.emission_logits)}
 
     def init(self, key: jax.Array, data: Any, dtype=None) -> CategoricalHMMParams:
         """Random starting parameters: each row of B is half the symbols' overall frequency

@@ -50,6 +50,7 @@ from jaxem.validation import (
 __all__ = [
     "ChainStats",
     "ProbabilityChain",
+    "ProbabilityTableEmission",
     "check_chain_params",
     "check_concentration",
     "check_count_values",
@@ -303,3 +304,33 @@ class ProbabilityChain(ChainStructure):
     def sample_states(self, key: jax.Array, params: Any, num_steps: int) -> jax.Array:
         """A state path (num_steps,) int32 drawn from the Markov chain (π, A)."""
         return sample_chain(key, self.initial_table(params), self.transition_table(params), num_steps)
+
+
+class ProbabilityTableEmission:
+    """The emission parts of a `ProbabilityChain` whose emission parameter is one table
+    `emission` (K, M) of probabilities under a symmetric Dirichlet(`emission_prior`) prior per
+    row, with `num_symbols` = M (the categorical and multinomial HMMs): the settings' checks,
+    the Dirichlet-MAP M-step from expected counts (K, M), the log-prior and the coordinates
+    (each row's M-1 log-ratios against its last entry, `emission_logits`). Put it before
+    `ProbabilityChain` in the bases."""
+
+    def __post_init__(self):
+        self.check_settings(("initial_prior", "transition_prior", "emission_prior"))
+        check_num_states(self.num_symbols, "num_symbols")
+
+    def maximize_emission(self, counts: jax.Array, params: Any) -> dict:
+        """B by Dirichlet MAP from the expected symbol counts (a row without counts or prior
+        mass keeps its current values)."""
+        return {"emission": dirichlet_map(counts, self.emission_prior, params.emission)}
+
+    def emission_log_prior(self, params: Any) -> jax.Array:
+        """Dirichlet log-prior of the rows of B (0 at the default α = 1)."""
+        return dirichlet_log_prior(params.emission, self.emission_prior)
+
+    def emission_unconstrain(self, params: Any) -> dict:
+        """Each row of B as its M-1 log-ratios against the last symbol."""
+        return {"emission_logits": simplex_to_logits(params.emission)}
+
+    def emission_constrain(self, coordinates: Any) -> dict:
+        """The inverse of `emission_unconstrain` (softmax of [logits, 0] per row)."""
+        return {"emission": logits_to_simplex(coordinates.emission_logits)}

@@ -32,14 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
-from jaxem.families.simplex import logits_to_simplex, simplex_to_logits
 from jaxem.init import INIT_METHODS, initial_responsibilities
 from jaxem.models.hmm_common import (
     ProbabilityChain,
+    ProbabilityTableEmission,
     check_chain_params,
     check_count_values,
-    dirichlet_log_prior,
-    dirichlet_map,
     fill_padding,
     flatten_steps,
     normalize_rows,
@@ -49,7 +47,7 @@ from jaxem.structures.chain_sequential import safe_log
 from jaxem.structures.entry_points import entry_point
 from jaxem.structures.sequences import check_chain_data
 from jaxem.tree import pytree_dataclass, static_field
-from jaxem.validation import check_array, check_model_params, check_num_states, check_simplex, is_concrete
+from jaxem.validation import check_array, check_model_params, check_simplex, is_concrete
 
 __all__ = ["MultinomialHMM", "MultinomialHMMCoordinates", "MultinomialHMMParams", "multinomial_hmm"]
 
@@ -131,7 +129,7 @@ def sample_multinomial(key: jax.Array, num_trials: jax.Array, probs: jax.Array) 
 
 @pytree_dataclass
 @dataclasses.dataclass(frozen=True)
-class MultinomialHMM(ProbabilityChain):
+class MultinomialHMM(ProbabilityTableEmission, ProbabilityChain):
     """A K-state HMM emitting count vectors over `num_symbols` symbols, on data (T, M) or
     `Sequences` of (B, T, M). Build it with `multinomial_hmm(...)`. K, M and the algorithm
     are static; the concentrations are leaves."""
@@ -145,10 +143,6 @@ class MultinomialHMM(ProbabilityChain):
 
     params_type = MultinomialHMMParams
     coordinates_type = MultinomialHMMCoordinates
-
-    def __post_init__(self):
-        self.check_settings(("initial_prior", "transition_prior", "emission_prior"))
-        check_num_states(self.num_symbols, "num_symbols")
 
     # --- the model ----------------------------------------------------------------------------
 
@@ -178,23 +172,6 @@ class MultinomialHMM(ProbabilityChain):
         """Expected symbol counts (K, M): Σ_t γ_tk x_tm over real steps (γ is 0 on padding)."""
         x, _, _ = flatten_steps(data)
         return marginals.T @ x.astype(marginals.dtype)
-
-    def maximize_emission(self, counts: jax.Array, params: MultinomialHMMParams) -> dict:
-        """B by Dirichlet MAP from the expected symbol counts (a row without counts or prior
-        mass keeps its current values)."""
-        return {"emission": dirichlet_map(counts, self.emission_prior, params.emission)}
-
-    def emission_log_prior(self, params: MultinomialHMMParams) -> jax.Array:
-        """Dirichlet log-prior of the rows of B (0 at the default α = 1)."""
-        return dirichlet_log_prior(params.emission, self.emission_prior)
-
-    def emission_unconstrain(self, params: MultinomialHMMParams) -> dict:
-        """Each row of B as its M-1 log-ratios against the last symbol."""
-        return {"emission_logits": simplex_to_logits(params.emission)}
-
-    def emission_constrain(self, coordinates: MultinomialHMMCoordinates) -> dict:
-        """The inverse of `emission_unconstrain` (softmax of [logits, 0] per row)."""
-        return {"emission": logits_to_simplex(coordinates.emission_logits)}
 
     # --- initialisation -------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""What the two estimator faces, `GaussianMixture` and `GaussianHMM`, share.
+"""What the estimator faces, `GaussianMixture` and the HMM faces of `jaxem.sklearn._hmm`, share.
 
-Both fit their restarts in one jitted JAX program, compute in float64 and hand
+They fit their restarts in one jitted JAX program, compute in float64 and hand
 NumPy back to scikit-learn's world. The pieces here, in the order a fit uses them:
 
 - `check_int`: the faces' check of an int setting (n_samples, n_iter, ...).
@@ -165,15 +165,16 @@ def best_restart(scores: np.ndarray, usable: np.ndarray, degenerate: np.ndarray)
 
 
 def warn_degenerate(degenerate: np.ndarray, scores: np.ndarray, best: int, reports: list[str],
-                    noun: str) -> None:
+                    noun: str, remedy: str = "a larger reg_covar") -> None:
     """Warn (`jaxem.DegenerateSolutionWarning`) when the chosen restart `best` is degenerate
     (every restart was), or when degenerate restarts scored higher than it and were passed
-    over. `degenerate` (R,) bool, `scores` (R,) final lower bounds, `reports` R strings."""
+    over. `degenerate` (R,) bool, `scores` (R,) final lower bounds, `reports` R strings,
+    `remedy` the face's own setting that regularises."""
     if degenerate[best]:
         warnings.warn(
             f"Every restart's solution is degenerate; the best of them is returned: {reports[best]}. "
             f"Such a {noun} is held up by the regularisation alone and its likelihood means little: "
-            f"try fewer {noun}s, more restarts, other starting points, or a larger reg_covar.",
+            f"try fewer {noun}s, more restarts, other starting points, or {remedy}.",
             DegenerateSolutionWarning, stacklevel=4)
         return
     passed = np.flatnonzero(degenerate & (np.nan_to_num(scores, nan=-np.inf) > scores[best]))
@@ -189,17 +190,18 @@ def warn_degenerate(degenerate: np.ndarray, scores: np.ndarray, best: int, repor
 
 
 @functools.partial(jax.jit, static_argnums=(3,))
-def _sample_program(model, key, params, num_samples: int):
-    return model.sample(key, params, num_samples)
+def _sample_program(model, key, params, num_samples: int, *args):
+    return model.sample(key, params, num_samples, *args)
 
 
-def draw(model, key: jax.Array, params, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+def draw(model, key: jax.Array, params, num_samples: int, *args) -> tuple[np.ndarray, np.ndarray]:
     """`model.sample(key, params, ·)`'s first `num_samples` draws (x float64, or int64 for
     integer draws; z int64), drawn in a batch of a power-of-two size so that few sizes
     compile. The first n draws of a longer batch are an exact sample of size n: independent
-    draws for a mixture, the first n steps of a longer chain for an HMM."""
+    draws for a mixture, the first n steps of a longer chain for an HMM. `args`: further
+    arguments of `model.sample` (traced)."""
     with jax_context():
-        x, z = _sample_program(model, key, to_jax(params), padded_size(num_samples, 1))
+        x, z = _sample_program(model, key, to_jax(params), padded_size(num_samples, 1), *args)
         x = np.asarray(x)
         x = x.astype(np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64)
         return x[:num_samples], np.asarray(z, np.int64)[:num_samples]

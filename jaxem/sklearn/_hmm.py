@@ -24,10 +24,11 @@ objective (hmmlearn monitors log p(X | θ) alone).
 
 What a face supplies (hooks, each documented below): its jaxem model (`_model`), the
 parameter NamedTuple and the attribute of each field (`_params_type`, `_attributes`), its
-data in the model's form (`_check_X`, `_check_and_set_n_features`, `_data_rows`), the
-starting values of its emission parameters (`_draw_emission`; `_finish_starts` for draws made
-in JAX), its checks (`_check_emission`), its M-step (`_m_step`), its free scalars
-(`_free_scalars`) and its samples' form (`_sample`). What it shares with `GaussianMixture`
+data in the model's form (`_check_X`, `_check_and_set_n_features`, `_check_scored_X`,
+`_data_rows`), the starting values of its emission parameters (`_emission_starts`;
+`_finish_starts` for draws made in JAX), its checks (`_check_emission`), its M-step
+(`_m_step`, with its priors checked by `prior`), its free scalars (`_free_scalars`) and its
+samples' form (`_sample`). What it shares with `GaussianMixture`
 (padding, PRNG keys, the float64 context, the last M-step, sampling) is in
 `jaxem.sklearn._base`.
 """
@@ -57,7 +58,7 @@ from jaxem.sklearn import _base
 from jaxem.sklearn._monitor import ConvergenceMonitor, record
 from jaxem.structures.sequences import Sequences
 
-__all__ = ["BaseHMM", "ChainMStep", "ConvergenceMonitor", "ProbabilityTableHMM", "freeze"]
+__all__ = ["BaseHMM", "ChainMStep", "ConvergenceMonitor", "ProbabilityTableHMM", "freeze", "prior"]
 
 DECODER_ALGORITHMS = ("viterbi", "map")
 IMPLEMENTATIONS = {"log": "log", "scaling": "scaled"}   # hmmlearn's name -> jaxem's algorithm
@@ -110,6 +111,13 @@ class BaseHMM(BaseEstimator):
       restart came out non-finite (the scaled recursion underflowed: emissions more than
       ~700 nats below the best state's at some step) is rerun in log space. Scoring,
       decoding and posteriors use `implementation`'s recursion.
+    - A row of transmat_ (or startprob_, or a face's probability table) with no expected
+      counts and no prior mass keeps its values (hmmlearn's becomes zeros, with a warning).
+    - With implementation="log" and several restarts, a restart whose scaled recursion
+      underflowed while others' did not is dropped (NaN in `restart_log_likelihoods_`); only
+      when every restart underflowed is the fit rerun in log space.
+    - The priors are compiled into the fit program (a static M-step): equal values share it,
+      each new value compiles once.
     - `acceleration` (default None, not in hmmlearn): "squarem" accelerates each restart
       with SQUAREM (`jaxem.fit(acceleration="squarem")`): the same optima in fewer E-steps;
       monitor_.history and monitor_.iter then hold the accepted SQUAREM iterations (each up
@@ -119,7 +127,8 @@ class BaseHMM(BaseEstimator):
     _params_type: ClassVar[type]
     _attributes: ClassVar[tuple[str, ...]]        # the attribute of each field of _params_type
     _emission_letters: ClassVar[str]              # the `params` letters of the emission fields
-    _noun: ClassVar[str] = "state"
+    _noun: ClassVar[str] = "state"                # what a degenerate restart's report counts
+    _remedy: ClassVar[str] = "a larger min_covar"  # the setting that regularises it
     _collapse_hint: ClassVar[str] = "use fewer states or rescale the data"
 
     def _set_chain_settings(self, n_components, startprob_prior, transmat_prior, algorithm,
@@ -166,15 +175,13 @@ class BaseHMM(BaseEstimator):
             if self.n_iter == 0:
                 start = _starting_points_program(model, type(self)._finish_starts, keys, rows, starts)
                 params, log_probs, restart_ll = _base.take(start, 0), [], np.full(len(keys), np.nan)
+                self.restart_degenerate_ = np.zeros(len(keys), bool)
             else:
                 params, log_probs, restart_ll = self._fit_restarts(model, m_step, data, rows, keys, starts,
                                                                    tol_per_step)
         self._set_params(params)
         self.restart_log_likelihoods_ = restart_ll
         self.monitor_ = record(self.monitor_, self.tol, self.n_iter, self.verbose, log_probs)
-        if np.any(self.transmat_.sum(axis=1) == 0):
-            _log.warning("Some rows of transmat_ have zero sum because no transition from the state "
-                         "was ever observed.")
         return self
 
     def _fit_restarts(self, model, m_step, data, rows, keys, starts, tol_per_step):
@@ -194,7 +201,9 @@ class BaseHMM(BaseEstimator):
             fits, final, last = _base.to_numpy((fits, final, last))
             usable = fits.finite & np.isfinite(last) & ~underflow & np.array(
                 [_base.all_finite(_base.take(final, r)) for r in range(len(keys))])
-            return (fits, final, last, usable, np.any(underflow), np.asarray(restarts.degenerate),
+            # A covariance the fit does not update is the user's: not a degenerate solution.
+            degenerate = np.asarray(restarts.degenerate) & ("c" in self._fitted_letters())
+            return (fits, final, last, usable, np.any(underflow), degenerate,
                     restarts.degeneracy_report(self._noun))
 
         # The scaled recursion first (faster); the log-space one where it underflowed.
@@ -210,7 +219,7 @@ class BaseHMM(BaseEstimator):
         restart_ll = np.where(usable, last, np.nan)
         best = _base.best_restart(last, usable, degenerate)
         self.restart_degenerate_ = degenerate
-        _base.warn_degenerate(degenerate, restart_ll, best, reports, self._noun)
+        _base.warn_degenerate(degenerate, restart_ll, best, reports, self._noun, self._remedy)
         count = int(fits.num_iters[best])
         log_probs = list(fits.history[best, :count]) + [float(last[best])]
         return _base.take(final, best), log_probs, restart_ll
@@ -283,6 +292,10 @@ class BaseHMM(BaseEstimator):
         rng = check_random_state(self.random_state if random_state is None else random_state)
         params = self._fitted_params()
         if currstate is not None:
+            if isinstance(currstate, bool) or not isinstance(currstate, Integral) \
+                    or not 0 <= currstate < self.n_components:
+                raise ValueError(f"currstate: expected a state in 0..{self.n_components - 1}, "
+                                 f"got {currstate!r}.")
             params = params._replace(initial=np.eye(self.n_components)[int(currstate)])
         return self._sample(_base.jax_key(rng), params, n_samples)
 
@@ -304,8 +317,12 @@ class BaseHMM(BaseEstimator):
     # --- the hooks of a face -------------------------------------------------------------------------
 
     def _model(self, algorithm: str | None = None):
-        """The jaxem HMM; its forward–backward is `implementation`'s unless `algorithm` is given."""
+        """The jaxem HMM; its forward–backward is `implementation`'s unless `algorithm` is given
+        (`_algorithm`)."""
         raise NotImplementedError
+
+    def _algorithm(self, algorithm: str | None = None) -> str:
+        return algorithm or IMPLEMENTATIONS[self.implementation]
 
     def _m_step(self) -> ChainMStep:
         """hmmlearn's M-step of the face, with its priors (a hashable `ChainMStep`)."""
@@ -396,6 +413,12 @@ class BaseHMM(BaseEstimator):
         return self._params_type(*[None if draws[0][i] is None else np.stack([d[i] for d in draws])
                                    for i in range(len(draws[0]))])
 
+    def _chain_priors(self) -> tuple:
+        """(startprob_prior, transmat_prior), checked against (K,) and (K, K) and frozen."""
+        k = self.n_components
+        return (prior(self.startprob_prior, "startprob_prior", (k,)),
+                prior(self.transmat_prior, "transmat_prior", (k, k)))
+
     def _check_chain(self, startprob, transmat) -> None:
         """hmmlearn's `_check` of π and A (either may be None: not checked)."""
         k = self.n_components
@@ -435,8 +458,8 @@ class BaseHMM(BaseEstimator):
         self._check_scored_X(X)
         lengths = _check_lengths(lengths, X.shape[0])
         num_sequences = len(lengths)
-        # Padded to a power of two in both directions; the extra sequences (one step each) are
-        # scored and dropped, so they change no result.
+        # The batch padded to a power of two and the time axis as in `fit` (`_padded_steps`); the
+        # extra sequences (one step each) are scored and dropped, so they change no result.
         batch = _base.padded_size(num_sequences, 1)
         with _base.jax_context():
             padding = batch - num_sequences
@@ -538,6 +561,20 @@ class ChainMStep(MStep):
     def update_emission(self, model, params, posterior, data):
         """The emission fields of `params` updated for the letters in `self.letters`."""
         raise NotImplementedError
+
+
+def prior(value, name: str, shape: tuple):
+    """A prior setting checked and frozen (`freeze`): a finite number or array that broadcasts
+    to `shape` (ValueError naming it otherwise); its own shape is kept."""
+    array = np.asarray(value, dtype=np.float64) if np.ndim(value) or np.isscalar(value) else None
+    try:
+        np.broadcast_to(array, shape)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}: expected a number or an array that broadcasts to shape {shape}, "
+                         f"got {value!r}.") from None
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: expected finite values, got {value!r}.")
+    return freeze(array)
 
 
 def freeze(value):

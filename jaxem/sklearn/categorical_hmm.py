@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_array
 from jaxem.models.categorical_hmm import CategoricalHMMParams, categorical_hmm
 from jaxem.models.hmm_common import dirichlet_map
 from jaxem.sklearn import _base
-from jaxem.sklearn._hmm import IMPLEMENTATIONS, ChainMStep, ProbabilityTableHMM, freeze
+from jaxem.sklearn._hmm import ChainMStep, ProbabilityTableHMM, prior
 
 __all__ = ["CategoricalHMM"]
 
@@ -61,11 +61,11 @@ class CategoricalHMM(ProbabilityTableHMM):
 
     def _model(self, algorithm: str | None = None):
         return categorical_hmm(int(self.n_components), int(self.n_features),
-                               algorithm=algorithm or IMPLEMENTATIONS[self.implementation])
+                               algorithm=self._algorithm(algorithm))
 
     def _m_step(self) -> _CategoricalMStep:
-        return _CategoricalMStep(self._fitted_letters(), freeze(self.startprob_prior),
-                                 freeze(self.transmat_prior), freeze(self.emissionprob_prior))
+        table = prior(self.emissionprob_prior, "emissionprob_prior", (self.n_components, self.n_features))
+        return _CategoricalMStep(self._fitted_letters(), *self._chain_priors(), table)
 
     def _check_X(self, X) -> np.ndarray:
         X = check_array(X)
@@ -99,6 +99,8 @@ class CategoricalHMM(ProbabilityTableHMM):
         """hmmlearn's checks: emissionprob_ (K, n_features) (n_features taken from it when
         unset) with rows summing to 1."""
         emission = np.atleast_2d(self.emissionprob_ if params is None else params.emission)
+        if params is None:
+            self.emissionprob_ = emission   # as hmmlearn's `_check` stores it
         if self.n_features is None:
             self.n_features = emission.shape[1]
         self._check_table(emission, self.n_features)

@@ -16,7 +16,7 @@ with m_μ = means_prior, w_μ = means_weight, c = covars_prior, w_c = covars_wei
 (zeros stay zeros in π and A). Only the parameters whose letters are in
 `params` ("s" π, "t" A, "m" μ, "c" Σ) are updated. A full or tied Σ that is not
 positive definite (hmmlearn's densities then use Σ + 1e-7 I), or within 1e-10 of
-singular, is stored as Σ + 1e-7 I (`_as_hmmlearn_evaluates`).
+singular, is stored as Σ + 1e-7 I (`jaxem.sklearn._covariances`).
 
 What the HMM faces share (the chain, the fit loop and its mapping onto `jaxem.fit`,
 scoring, decoding, sampling) is `jaxem.sklearn._hmm.BaseHMM`.
@@ -36,7 +36,8 @@ from jaxem.init import LLOYD_ITERATIONS, kmeans_plusplus, lloyd
 from jaxem.models.gaussian_hmm import GaussianHMMParams, gaussian_hmm
 from jaxem.models.hmm_common import flatten_steps
 from jaxem.sklearn import _base
-from jaxem.sklearn._hmm import IMPLEMENTATIONS, BaseHMM, ChainMStep, ConvergenceMonitor, freeze
+from jaxem.sklearn._covariances import as_hmmlearn_evaluates
+from jaxem.sklearn._hmm import BaseHMM, ChainMStep, ConvergenceMonitor, prior
 
 __all__ = ["ConvergenceMonitor", "GaussianHMM"]
 
@@ -70,7 +71,8 @@ class GaussianHMM(BaseHMM):
     startprob_ (K,), transmat_ (K, K), means_ (K, D), covars_ (K, D, D) full
     matrices for every covariance type (the stored form, `_covars_`, has
     hmmlearn's per-type shape: spherical (K,), diag (K, D), full (K, D, D),
-    tied (D, D)), n_features, monitor_, restart_log_likelihoods_ (n_init,).
+    tied (D, D)), n_features, monitor_, restart_log_likelihoods_ (n_init,),
+    restart_degenerate_ (n_init,).
     (hmmlearn 0.3.3 keeps spherical covariances as (K, D) after a fit, and its
     covars_ then has shape (K·D, D, D); here `_covars_` stays (K,).)
     """
@@ -128,12 +130,16 @@ class GaussianHMM(BaseHMM):
         Its reg_covar is min_covar, the floor of the face's own M-step (`_GaussianMStep`), which
         the model's degeneracy test (`jaxem.engine.degeneracy`) subtracts."""
         return gaussian_hmm(int(self.n_components), self.covariance_type, reg_covar=float(self.min_covar),
-                            algorithm=algorithm or IMPLEMENTATIONS[self.implementation])
+                            algorithm=self._algorithm(algorithm))
 
     def _m_step(self) -> _GaussianMStep:
-        return _GaussianMStep(self._fitted_letters(), *[freeze(getattr(self, name)) for name in (
-            "startprob_prior", "transmat_prior", "means_prior", "means_weight", "covars_prior",
-            "covars_weight")])
+        k, d = self.n_components, self.n_features
+        covars = {"spherical": (k,), "diag": (k, d), "full": (k, d, d), "tied": (d, d)}[self.covariance_type]
+        return _GaussianMStep(self._fitted_letters(), *self._chain_priors(),
+                              prior(self.means_prior, "means_prior", (k, d)),
+                              prior(self.means_weight, "means_weight", (k, 1)),
+                              prior(self.covars_prior, "covars_prior", covars),
+                              prior(self.covars_weight, "covars_weight", (k, 1)))
 
     def _check_scored_X(self, X: np.ndarray) -> None:
         if X.shape[1] != self.means_.shape[1]:
@@ -236,36 +242,8 @@ class _GaussianMStep(ChainMStep):
                     covariances = (cov_prior + numerator) / (extra + counts[:, None, None])
                 else:
                     covariances = (cov_prior + jnp.sum(numerator, axis=0)) / (extra + jnp.sum(counts))
-                covariances = _as_hmmlearn_evaluates(covariances)
+                covariances = as_hmmlearn_evaluates(covariances)
         return GaussianHMMParams(initial, transition, means, covariances)
-
-
-# hmmlearn's fallback for a full or tied covariance whose Cholesky factorisation fails: its
-# log-density (`hmmlearn.stats`) factorises Σ + 1e-7 I instead.
-_HMMLEARN_CHOLESKY_FALLBACK = 1e-7
-# The face applies it also where the factorisation barely succeeds, some pivot L_ii² <= 1e-10 Σ_ii
-# (a correlation within 1e-10 of singular): there jaxem's float64 emission densities lose all
-# accuracy and, in the compiled fit, can come out non-finite (a state on one point and a
-# constant feature gave cond(Σ) ~ 1e13, densities -4.5e15 for hmmlearn's -6.3e17, then NaN).
-_BARELY_DEFINITE = 1e-10
-
-
-def _as_hmmlearn_evaluates(covariances: jax.Array) -> jax.Array:
-    """Full (K, D, D) or tied (D, D) covariances as hmmlearn's emission densities use them:
-    each matrix whose Cholesky factorisation fails (not positive definite: a state collapsed
-    onto fewer points than dimensions, or onto a constant feature, where the scalar covars_prior
-    adds a rank-one matrix) plus 1e-7 I; so also each one that is within 1e-10 of singular
-    (`_BARELY_DEFINITE`); the others unchanged. Stored so, the next E-step is hmmlearn's where
-    its factorisation fails (it keeps the indefinite matrix and adds 1e-7 I in every density),
-    and the fitted covariances stay positive definite."""
-    chol = jnp.linalg.cholesky(covariances)
-    pivots = jnp.diagonal(chol, axis1=-2, axis2=-1) ** 2
-    variances = jnp.diagonal(covariances, axis1=-2, axis2=-1)
-    ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1)) & jnp.all(pivots > _BARELY_DEFINITE * variances,
-                                                                 axis=-1)
-    eye = jnp.eye(covariances.shape[-1], dtype=covariances.dtype)
-    return jnp.where(ok[..., None, None], covariances,
-                     covariances + _HMMLEARN_CHOLESKY_FALLBACK * eye)
 
 
 # --- starting means in JAX ---------------------------------------------------------------------------

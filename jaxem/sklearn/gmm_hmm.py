@@ -23,8 +23,8 @@ diag/spherical) defaulting, when None, to hmmlearn's: full Ψ = 0, ν = -(D + 2)
 ν = -(M + D + 1); diag a = -1.5, β = 0; spherical a = -(M + 2)/2, β = 0 (maximum likelihood
 for full, tied and diag). π and A as in `jaxem.sklearn._hmm`. Where a denominator is not
 positive (a component with no expected points and no prior mass) the parameter keeps its value
-(hmmlearn: NaN or ±inf). A full or tied Σ that is not positive definite is stored as
-Σ + 1e-7 I, as `GaussianHMM` does (`jaxem.sklearn.gaussian_hmm`).
+(hmmlearn: NaN or ±inf). A full or tied Σ that is not positive definite, or within 1e-10 of
+singular, is stored as Σ + 1e-7 I, as `GaussianHMM` does (`jaxem.sklearn._covariances`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from sklearn.utils import check_random_state
 from jaxem.models.gmm_hmm import GMMHMMParams, gmm_hmm
 from jaxem.models.hmm_common import flatten_steps
 from jaxem.sklearn import _base
-from jaxem.sklearn._hmm import IMPLEMENTATIONS, BaseHMM, ChainMStep, freeze
-from jaxem.sklearn.gaussian_hmm import COVARIANCE_TYPES, _as_hmmlearn_evaluates
+from jaxem.sklearn._covariances import as_hmmlearn_evaluates
+from jaxem.sklearn._hmm import BaseHMM, ChainMStep, freeze, prior
+from jaxem.sklearn.gaussian_hmm import COVARIANCE_TYPES
 
 __all__ = ["GMMHMM"]
 
@@ -72,6 +73,8 @@ class GMMHMM(BaseHMM):
     _params_type = GMMHMMParams
     _attributes = ("startprob_", "transmat_", "weights_", "means_", "covars_")
     _emission_letters = "mcw"
+    _noun = "mixture component"   # degeneracy reports number them k·n_mix + m (state k, component m)
+    _remedy = "a larger covars_prior"
     _collapse_hint = "use fewer states or mixture components, or rescale the data"
 
     def __init__(self, n_components=1, n_mix=1, min_covar=1e-3, startprob_prior=1.0, transmat_prior=1.0,
@@ -97,16 +100,15 @@ class GMMHMM(BaseHMM):
         """The jaxem model, without a covariance floor (hmmlearn's M-step has none), so that the
         degeneracy test (`jaxem.engine.degeneracy`) sees the covariances as fitted."""
         return gmm_hmm(int(self.n_components), int(self.n_mix), self.covariance_type, reg_covar=0.0,
-                       algorithm=algorithm or IMPLEMENTATIONS[self.implementation])
+                       algorithm=self._algorithm(algorithm))
 
     def _m_step(self) -> _GMMMStep:
-        return _GMMMStep(self._fitted_letters(), freeze(self.startprob_prior), freeze(self.transmat_prior),
-                         *[freeze(prior) for prior in self._priors()])
+        return _GMMMStep(self._fitted_letters(), *self._chain_priors(), *self._priors())
 
     def _priors(self) -> tuple:
         """(weights_prior, means_prior, means_weight, covars_prior, covars_weight) with
-        hmmlearn's defaults for the None ones and its shapes (`_init_covar_priors`,
-        `_fix_priors_shape`), as NumPy arrays; the estimator's settings are left as they are."""
+        hmmlearn's defaults for the None ones, checked and in its shapes (`_init_covar_priors`,
+        `_fix_priors_shape`), frozen; the estimator's settings are left as they are."""
         k, m, d, kind = self.n_components, self.n_mix, self.n_features, self.covariance_type
         default_prior, default_weight = {
             "full": (0.0, -(1.0 + d + 1.0)), "tied": (0.0, -(m + d + 1.0)),
@@ -116,11 +118,13 @@ class GMMHMM(BaseHMM):
         prior_shape, weight_shape = {
             "full": ((k, m, d, d), (k, m)), "tied": ((k, d, d), (k,)),
             "diag": ((k, m, d), (k, m, d)), "spherical": ((k, m), (k, m))}[kind]
-        return (np.broadcast_to(np.asarray(self.weights_prior, np.float64), (k, m)),
-                np.broadcast_to(np.asarray(self.means_prior, np.float64), (k, m, d)),
-                np.broadcast_to(np.asarray(self.means_weight, np.float64), (k, m)),
-                np.broadcast_to(np.asarray(covars_prior, np.float64), prior_shape),
-                np.broadcast_to(np.asarray(covars_weight, np.float64), weight_shape))
+        settings = (("weights_prior", self.weights_prior, (k, m)),
+                    ("means_prior", self.means_prior, (k, m, d)),
+                    ("means_weight", self.means_weight, (k, m)),
+                    ("covars_prior", covars_prior, prior_shape),
+                    ("covars_weight", covars_weight, weight_shape))
+        return tuple(freeze(np.broadcast_to(np.asarray(prior(value, name, shape)), shape))
+                     for name, value, shape in settings)
 
     def _emission_starts(self, X: np.ndarray) -> dict:
         """hmmlearn's starting values: weights 1/M; means by KMeans (class docstring), drawn for
@@ -160,7 +164,7 @@ class GMMHMM(BaseHMM):
             raise ValueError(f"means_ must have shape (n_components, n_mix, n_features), actual shape: "
                              f"{np.shape(means)}")
         if covars is not None:
-            _check_covars(np.asarray(covars), self.covariance_type, k, m, d)
+            _check_mixture_covars(np.asarray(covars), self.covariance_type, k, m, d)
 
     def _free_scalars(self) -> dict[str, int]:
         k, m, d = self.n_components, self.n_mix, self.n_features
@@ -193,6 +197,7 @@ def _kmeans_means(X: np.ndarray, k: int, m: int, cov: np.ndarray, random_state) 
     main = KMeans(n_clusters=k, random_state=random_state, n_init=10)
     labels = main.fit_predict(X)
     centroid = main.cluster_centers_.mean(axis=0)
+    draws = check_random_state(random_state)   # one generator for every small cluster's draws
     means = []
     for label in range(k):
         rows = X[labels == label]
@@ -200,11 +205,11 @@ def _kmeans_means(X: np.ndarray, k: int, m: int, cov: np.ndarray, random_state) 
             within = KMeans(n_clusters=m, random_state=random_state, n_init=10).fit(rows)
             means.append(within.cluster_centers_)
         else:
-            means.append(check_random_state(random_state).multivariate_normal(centroid, cov, size=m))
+            means.append(draws.multivariate_normal(centroid, cov, size=m))
     return np.stack(means)
 
 
-def _check_covars(covars: np.ndarray, kind: str, k: int, m: int, d: int) -> None:
+def _check_mixture_covars(covars: np.ndarray, kind: str, k: int, m: int, d: int) -> None:
     shape = {"spherical": (k, m), "tied": (k, d, d), "diag": (k, m, d), "full": (k, m, d, d)}[kind]
     if covars.shape != shape:
         raise ValueError(f"{kind!r} mixture covars must have shape {shape}, actual shape: {covars.shape}")
@@ -292,4 +297,4 @@ class _GMMMStep(ChainMStep):
             denominator = (n_k + m + weight + d + 1)[:, None, None]
         covariances = jnp.where(denominator > 0, numerator / jnp.where(denominator > 0, denominator, 1.0),
                                 params.covariances)
-        return _as_hmmlearn_evaluates(covariances)
+        return as_hmmlearn_evaluates(covariances)

@@ -14,16 +14,14 @@ Viterbi and sampling). The M-step is hmmlearn's: π and A as in `jaxem.sklearn._
 from __future__ import annotations
 
 import dataclasses
-import functools
 
-import jax
 import numpy as np
 from sklearn.utils.validation import check_array
 
-from jaxem.models.hmm_common import normalize_rows
+from jaxem.models.hmm_common import check_count_values, normalize_rows
 from jaxem.models.multinomial_hmm import MultinomialHMMParams, multinomial_hmm
 from jaxem.sklearn import _base
-from jaxem.sklearn._hmm import IMPLEMENTATIONS, ChainMStep, ProbabilityTableHMM, freeze
+from jaxem.sklearn._hmm import ChainMStep, ProbabilityTableHMM
 
 __all__ = ["MultinomialHMM"]
 
@@ -59,11 +57,10 @@ class MultinomialHMM(ProbabilityTableHMM):
 
     def _model(self, algorithm: str | None = None):
         return multinomial_hmm(int(self.n_components), int(self.n_features),
-                               algorithm=algorithm or IMPLEMENTATIONS[self.implementation])
+                               algorithm=self._algorithm(algorithm))
 
     def _m_step(self) -> _MultinomialMStep:
-        return _MultinomialMStep(self._fitted_letters(), freeze(self.startprob_prior),
-                                 freeze(self.transmat_prior))
+        return _MultinomialMStep(self._fitted_letters(), *self._chain_priors())
 
     def _check_and_set_n_features(self, X: np.ndarray) -> None:
         """hmmlearn's: n_features from X's columns; X holds non-negative integers; n_trials is
@@ -72,6 +69,10 @@ class MultinomialHMM(ProbabilityTableHMM):
         _check_counts(X)
         if self.n_trials is None:
             self.n_trials = X.sum(axis=1)
+        elif np.ndim(self.n_trials) == 1 and len(self.n_trials) != len(X):
+            raise ValueError(f"n_trials: holds {len(self.n_trials)} numbers (one per row of the data it was "
+                             f"set from, e.g. by an earlier fit) but X has {len(X)} rows; set "
+                             "n_trials=None to take each row's sum.")
         elif not np.all(X.sum(axis=1) == self.n_trials):
             raise ValueError(f"X: the total count of each row should add up to the number of trials "
                              f"(n_trials={self.n_trials}); set n_trials=None to take each row's sum.")
@@ -81,13 +82,14 @@ class MultinomialHMM(ProbabilityTableHMM):
 
     def _check_scored_X(self, X: np.ndarray) -> None:
         super()._check_scored_X(X)
-        if X.min() < 0 or np.any(X != np.floor(X)):
-            raise ValueError("X: symbol counts should be nonnegative whole numbers.")
+        check_count_values(X, X.dtype, "X")
 
     def _check_emission(self, params: MultinomialHMMParams | None = None) -> None:
         """hmmlearn's checks: emissionprob_ (K, n_features) (n_features taken from it when
         unset), n_trials set; also rows summing to 1."""
         emission = np.atleast_2d(self.emissionprob_ if params is None else params.emission)
+        if params is None:
+            self.emissionprob_ = emission   # as hmmlearn's `_check` stores it
         dim = getattr(self, "n_features", None) or emission.shape[1]
         self._check_table(emission, dim)
         self.n_features = dim
@@ -99,10 +101,7 @@ class MultinomialHMM(ProbabilityTableHMM):
         if trials.size != 1:
             raise ValueError(f"n_trials: sampling needs a single number of trials, got {trials.size} "
                              "distinct ones; set n_trials to an int.")
-        n = _base.padded_size(n_samples, 1)
-        with _base.jax_context():
-            x, z = _sample_program(self._model(), key, _base.to_jax(params), n, int(trials[0]))
-        return np.asarray(x, np.int64)[:n_samples], np.asarray(z, np.int64)[:n_samples]
+        return _base.draw(self._model(), key, params, n_samples, int(trials[0]))
 
 
 def _check_counts(X: np.ndarray) -> None:
@@ -121,8 +120,3 @@ class _MultinomialMStep(ChainMStep):
         marginals = posterior.marginals.reshape(-1, model.num_states)   # 0 on padding
         counts = model.emission_statistics(marginals, data, params)     # Σ_t γ_tk x_tm (K, M)
         return params._replace(emission=normalize_rows(counts, params.emission))
-
-
-@functools.partial(jax.jit, static_argnums=(3,))
-def _sample_program(model, key, params, num_samples, num_trials):
-    return model.sample(key, params, num_samples, num_trials)

@@ -24,7 +24,7 @@ from sklearn.utils.validation import check_array
 
 from jaxem.models.hmm_common import check_count_values
 from jaxem.models.poisson_hmm import PoissonHMMParams, poisson_hmm
-from jaxem.sklearn._hmm import IMPLEMENTATIONS, BaseHMM, ChainMStep, freeze
+from jaxem.sklearn._hmm import BaseHMM, ChainMStep, prior
 
 __all__ = ["PoissonHMM"]
 
@@ -62,13 +62,13 @@ class PoissonHMM(BaseHMM):
     # --- the hooks of `BaseHMM` ----------------------------------------------------------------------
 
     def _model(self, algorithm: str | None = None):
-        algorithm = algorithm or IMPLEMENTATIONS[self.implementation]
-        return poisson_hmm(int(self.n_components), algorithm=algorithm)
+        return poisson_hmm(int(self.n_components), algorithm=self._algorithm(algorithm))
 
     def _m_step(self) -> _PoissonMStep:
-        return _PoissonMStep(self._fitted_letters(), freeze(self.startprob_prior),
-                             freeze(self.transmat_prior), freeze(self.lambdas_prior),
-                             freeze(self.lambdas_weight))
+        shape = (self.n_components, self.n_features)
+        return _PoissonMStep(self._fitted_letters(), *self._chain_priors(),
+                             prior(self.lambdas_prior, "lambdas_prior", shape),
+                             prior(self.lambdas_weight, "lambdas_weight", shape))
 
     def _check_X(self, X) -> np.ndarray:
         X = check_array(X, dtype=np.float64)
@@ -98,6 +98,8 @@ class PoissonHMM(BaseHMM):
         """hmmlearn's checks: lambdas_ (K, n_features) (n_features taken from it when unset);
         also finite and >= 0."""
         rates = np.atleast_2d(np.asarray(self.lambdas_ if params is None else params.rates, np.float64))
+        if params is None:
+            self.lambdas_ = rates   # as hmmlearn's `_check` stores it
         dim = getattr(self, "n_features", None) or rates.shape[1]
         if rates.shape != (self.n_components, dim):
             raise ValueError(f"lambdas_ must have shape (n_components, n_features) = "
