@@ -86,9 +86,10 @@ def median_seconds(fn, repeats):
 def bench(name, problem, max_iter, tol, repeats):
     model, data, params0, m_step = problem
     runs = {
-        "em": lambda t: em.fit(model, data, params0, m_step=m_step, max_iter=max_iter, tol=t or tol),
+        "em": lambda t: em.fit(model, data, params0, m_step=m_step, max_iter=max_iter, tol=t or tol,
+                               convergence="absolute"),
         "squarem": lambda t: em.fit(model, data, params0, m_step=m_step, max_iter=max_iter, tol=t or tol,
-                                    acceleration="squarem"),
+                                    convergence="absolute", acceleration="squarem"),
         "direct": lambda t: em.fit_direct(model, data, params0, max_iter=max_iter, tol=t or tol),
     }
     return dict(name=name, **{key: median_seconds(run, repeats) for key, run in runs.items()})

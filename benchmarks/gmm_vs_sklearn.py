@@ -96,7 +96,7 @@ def jaxem_single(model, x64, params64, dtype, short, long, repeats):
     x, params = cast(x64, params64, dtype)
 
     def run(max_iter, tol=0.0):
-        return em.fit(model, x, params, max_iter=max_iter, tol=tol)
+        return em.fit(model, x, params, max_iter=max_iter, tol=tol, convergence="absolute")  # scikit-learn's
 
     first = timed(lambda: run(long))
     compile_s = first - timed(lambda: run(long))
@@ -112,7 +112,8 @@ def jaxem_restarts(model, x64, params64, dtype, short, long, repeats):
     restarts = jax.tree_util.tree_leaves(params)[0].shape[0]
 
     def run(max_iter, tol=0.0, strategy="exhaustive"):
-        return em.fit_restarts(model, x, params, max_iter=max_iter, tol=tol, strategy=strategy)
+        return em.fit_restarts(model, x, params, max_iter=max_iter, tol=tol, strategy=strategy,
+                               convergence="absolute")
 
     first = timed(lambda: run(long))
     compile_s = first - timed(lambda: run(long))

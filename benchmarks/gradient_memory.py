@@ -96,7 +96,8 @@ def main():
                 m_step = make(num_steps)
 
                 def run(m_step=m_step, model=model, data=data, start=start, weights=weights):
-                    return em.fit(model, data, start, weights=weights, m_step=m_step, max_iter=3000, tol=1e-9)
+                    return em.fit(model, data, start, weights=weights, m_step=m_step, max_iter=3000, tol=1e-9,
+                                  convergence="absolute")
 
                 result = run()
                 seconds = best_seconds(run)

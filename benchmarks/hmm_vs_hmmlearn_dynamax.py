@@ -112,7 +112,7 @@ def bench(name, x64, short, long, repeats, hmmlearn_lengths=None, hmmlearn_to_co
         data, params = cast_floats((data64, params64), dtype)
 
         def run(max_iter, tol=0.0, data=data, params=params):
-            return em.fit(model, data, params, max_iter=max_iter, tol=tol)
+            return em.fit(model, data, params, max_iter=max_iter, tol=tol, convergence="absolute")
 
         first = timed(lambda run=run: run(long))
         compile_s = first - timed(lambda run=run: run(long))

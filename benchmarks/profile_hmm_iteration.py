@@ -104,7 +104,7 @@ def main(argv=None):
     print(f"\nloop compiled as one kernel: forward {fwd_one}, backward {bwd_one} "
           f"(XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r})")
 
-    fit_fn = jax.jit(lambda d, p: run_em(model, d, p, None, m_step, None, 100, 100, 1e-3))
+    fit_fn = jax.jit(lambda d, p: run_em(model, d, p, None, m_step, None, 100, 100, 1e-3, "absolute"))
     start = time.perf_counter()
     lowered = fit_fn.lower(x, params)
     traced = time.perf_counter() - start
@@ -119,11 +119,11 @@ def main(argv=None):
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-        fresh = jax.jit(lambda d, p: run_em(model, d, p, None, m_step, None, 100, 100, 1e-3))
+        fresh = jax.jit(lambda d, p: run_em(model, d, p, None, m_step, None, 100, 100, 1e-3, "absolute"))
         start = time.perf_counter()
         fresh.lower(x, params).compile()
         stored = time.perf_counter() - start
-        again = jax.jit(lambda d, p: run_em(model, d, p, None, m_step, None, 100, 100, 1e-3))
+        again = jax.jit(lambda d, p: run_em(model, d, p, None, m_step, None, 100, 100, 1e-3, "absolute"))
         start = time.perf_counter()
         again.lower(x, params).compile()
         loaded = time.perf_counter() - start

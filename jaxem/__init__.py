@@ -11,6 +11,7 @@ Public names:
   ClosedForm, Gradient, Statistics   M-step strategies
   em_step, EMKernel, EMState, EMInfo one EM step as a kernel (init, step)
   fit, FitResult               the EM loop (a lax.while_loop over the kernel)
+  STOP_REASONS                 why a fit stopped: FitResult.stop_reason indexes it
   fit_restarts, RestartsResult vmapped restarts (exhaustive or emEM)
   Degeneracy, DegenerateSolutionWarning   degenerate restarts, never chosen while others exist
   observed_information, standard_errors, fit_direct   after a fit (jaxem.inference)
@@ -23,7 +24,7 @@ compiled as one kernel; see `jaxem.xla_flags`, which says how to keep yours).
 import jaxem.xla_flags  # noqa: F401  (first: sets XLA_FLAGS before any JAX backend can start)
 from jaxem import datasets, distributions, families, init, models
 from jaxem.engine.degeneracy import Degeneracy, DegenerateSolutionWarning
-from jaxem.engine.fit import FitResult, fit
+from jaxem.engine.fit import STOP_REASONS, FitResult, fit
 from jaxem.engine.kernel import EMInfo, EMKernel, EMState, em_step
 from jaxem.engine.mstep import ClosedForm, Gradient, Statistics
 from jaxem.engine.restarts import RestartsResult, fit_restarts
@@ -48,6 +49,7 @@ __all__ = [
     "Mixture",
     "MixturePosterior",
     "RestartsResult",
+    "STOP_REASONS",
     "Statistics",
     "datasets",
     "distributions",

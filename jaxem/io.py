@@ -29,8 +29,10 @@ The tree description is nested JSON objects, one per node:
 so a result whose params are a `GaussianMixtureParams`, a plain dict, nested
 lists/tuples or any mix of these is described without pickle. On loading, a
 NamedTuple class is looked up in modules that are already imported (importing
-`jaxem` imports its own); when it cannot be found, a `collections.namedtuple`
-with the same name and fields stands in for it. Leaves load as NumPy arrays
+`jaxem` imports its own); a file saved before the class gained trailing fields
+with defaults loads as the class with those defaults (a `FitResult` saved before
+`stop_reason` existed has stop_reason None); when the class cannot be found, a
+`collections.namedtuple` with the same name and fields stands in for it. Leaves load as NumPy arrays
 (JAX functions accept them; `jax.numpy.asarray` moves them to a device).
 
 `settings` is a dict with string keys whose values are None, bool, int, float
@@ -165,8 +167,13 @@ def _namedtuple_class(name: str, fields: list[str]) -> type:
     obj: Any = sys.modules.get(module_name)
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
-    if isinstance(obj, type) and issubclass(obj, tuple) and list(getattr(obj, "_fields", ())) == fields:
-        return obj
+    if isinstance(obj, type) and issubclass(obj, tuple):
+        own = list(getattr(obj, "_fields", ()))
+        # Equal fields; or a file saved before the class gained trailing fields with defaults
+        # (a FitResult saved before `stop_reason`: it loads with stop_reason None).
+        if own == fields or (own[:len(fields)] == fields
+                             and set(own[len(fields):]) <= set(getattr(obj, "_field_defaults", {}))):
+            return obj
     return collections.namedtuple(qualname.rsplit(".", 1)[-1], fields)
 
 

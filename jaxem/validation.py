@@ -64,6 +64,7 @@ __all__ = [
     "check_scalar_function",
     "check_simplex",
     "check_state_indexing",
+    "check_tolerance",
     "check_weights",
     "eval_shape_cached",
     "is_concrete",
@@ -163,16 +164,21 @@ def check_weights(weights: Any, shape: tuple, name: str = "weights") -> None:
 def check_fit_settings(max_iter: Any, tol: Any) -> None:
     """max_iter: int >= 0; tol: a real number >= 0 (may be traced, then unchecked)."""
     check_int(max_iter, "max_iter", 0)
-    if not is_concrete(tol):
+    check_tolerance(tol, "tol")
+
+
+def check_tolerance(value: Any, name: str, example: str = "1e-3") -> None:
+    """`value`: a real number >= 0 (may be traced, then unchecked); errors name `name`."""
+    if not is_concrete(value):
         return
-    if isinstance(tol, bool) or not (
-        isinstance(tol, (int, float, np.integer, np.floating))
-        or (hasattr(tol, "dtype") and jnp.ndim(tol) == 0 and jnp.issubdtype(tol.dtype, jnp.number))
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float, np.integer, np.floating))
+        or (hasattr(value, "dtype") and jnp.ndim(value) == 0 and jnp.issubdtype(value.dtype, jnp.number))
     ):
-        raise TypeError(f"tol: expected a number >= 0, got {tol!r}.")
-    tol_value = float(tol)
-    if math.isnan(tol_value) or tol_value < 0:
-        raise ValueError(f"tol: must be a number >= 0, got {tol!r}; use e.g. tol=1e-3.")
+        raise TypeError(f"{name}: expected a number >= 0, got {value!r}.")
+    number = float(value)
+    if math.isnan(number) or number < 0:
+        raise ValueError(f"{name}: must be a number >= 0, got {value!r}; use e.g. {name}={example}.")
 
 
 def check_prng_key(key: Any, name: str = "key") -> None:

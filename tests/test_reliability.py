@@ -196,7 +196,9 @@ def test_constant_column(kind, dtype):
     result = em.fit(model, x, model.init(jax.random.key(0), x), max_iter=MAX_ITER)
     assert_healthy(model, result, x, dtype)
     variances = np.diagonal(full_covariances(kind, result.params.covariances), axis1=-2, axis2=-1)
-    assert not np.asarray(model.degeneracy(result.params, x).degenerate)
+    # Not singular for it (a third component on two clusters may still die out and be flagged as
+    # having too few points: 2.2 of 60 after the default rule's 40 iterations, full covariances).
+    assert not np.asarray(model.degeneracy(result.params, x).singular).any()
     if kind == "spherical":
         assert np.all(variances > 2 * REG)
     else:
@@ -310,7 +312,8 @@ def stacked_inits(x):
 def test_fit_restarts_on_degenerate_data_picks_the_best_finite_restart(kind, dtype, pattern, scale,
                                                                        offset, seed):
     """float32 only (the fragile dtype; one compiled restart program): every restart finite, the best
-    one is the argmax of the objectives and passes every check."""
+    one is the argmax of the objectives among the non-degenerate restarts (all of them if every one
+    is degenerate) and passes every check."""
     x = degenerate_data(pattern, scale, offset, seed).astype(dtype)
     starts = stacked_inits(x)
     result = em.fit_restarts(FULL, x, starts, max_iter=MAX_ITER, strategy="emem", num_refine=2)
@@ -318,7 +321,10 @@ def test_fit_restarts_on_degenerate_data_picks_the_best_finite_restart(kind, dty
     lls = np.asarray(restarts.log_likelihood, np.float64)
     finite = np.asarray(restarts.finite)
     assert finite.all() and np.all(np.isfinite(lls))
-    assert int(result.best_index) == int(np.argmax(np.where(finite, lls, -np.inf)))
+    # (Seed 45381, constant column at scale 1e-3: restart 5 has the highest ℓ and is degenerate
+    # once fitted to the default rule; scikit-learn's rule had stopped it below restart 0.)
+    eligible = finite & ~np.asarray(result.degenerate) if np.any(~np.asarray(result.degenerate)) else finite
+    assert int(result.best_index) == int(np.argmax(np.where(eligible, lls, -np.inf)))
     assert_healthy(FULL, result.best, x, dtype, monotone=scale >= 1.0)
 
 
@@ -399,7 +405,7 @@ def test_converged_is_false_when_max_iter_is_hit():
     from sklearn.mixture import GaussianMixture
 
     tol = 1e-12
-    result = em.fit(FULL, OVERLAPPING, OVERLAPPING_START, max_iter=MAX_ITER, tol=tol)
+    result = em.fit(FULL, OVERLAPPING, OVERLAPPING_START, max_iter=MAX_ITER, tol=tol, convergence="absolute")
     assert int(result.num_iters) == MAX_ITER and not bool(result.converged) and bool(result.finite)
     last_change = abs(float(result.log_likelihood) - float(result.history[-1]))
     assert last_change >= tol * N
@@ -414,9 +420,10 @@ def test_converged_is_false_when_max_iter_is_hit():
 
 
 def test_converged_is_true_only_when_the_change_drops_below_tol():
-    """The control: with the default tolerance the fit stops early, converged is True, the last
-    change is below tol·N and no earlier change was (recomputed from the history)."""
-    result = em.fit(FULL, OVERLAPPING, OVERLAPPING_START, max_iter=MAX_ITER)
+    """The control: with scikit-learn's rule at its default tolerance the fit stops early,
+    converged is True, the last change is below tol·N and no earlier change was (recomputed from
+    the history; the default relative rule: tests/test_stop_rule.py)."""
+    result = em.fit(FULL, OVERLAPPING, OVERLAPPING_START, max_iter=MAX_ITER, convergence="absolute")
     n = int(result.num_iters)
     assert bool(result.converged) and 1 <= n < MAX_ITER
     trajectory = np.append(np.asarray(result.history[:n]), float(result.log_likelihood))

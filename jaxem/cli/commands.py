@@ -43,6 +43,7 @@ from jaxem.cli.report import (
     save_npz,
 )
 from jaxem.compilation_cache import enable_persistent_cache
+from jaxem.engine.fit import CONVERGENCE_RULES, DEFAULT_CONVERGENCE, resolve_tolerances
 
 __all__ = ["main", "build_parser", "parse_components"]
 
@@ -152,8 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "each, then the best eighth to convergence (faster on big data)")
     common.add_argument("--max-iter", type=_positive_int, default=100, metavar="N",
                         help="most EM iterations per restart (default 100)")
-    common.add_argument("--tol", type=_tolerance, default=1e-3, metavar="T",
-                        help="stop when the log-likelihood per observation changes by less (default 1e-3)")
+    common.add_argument("--tol", type=_tolerance, default=None, metavar="T",
+                        help="stop when the log-likelihood changes by less than T times max(|ℓ|, N) and "
+                        "every parameter by less than √T relative (default 1e-8); with --convergence "
+                        "absolute or gain: T per observation (default 1e-3)")
+    common.add_argument("--convergence", choices=tuple(CONVERGENCE_RULES), default=DEFAULT_CONVERGENCE,
+                        help="the stop rule of jaxem.fit: relative (default), absolute (scikit-learn's "
+                        "|Δℓ| < T·N) or gain (hmmlearn's Δℓ < T·N)")
     common.add_argument("--reg-covar", type=_tolerance, default=1e-6, metavar="E",
                         help="added to covariance diagonals (default 1e-6)")
     common.add_argument("--json", action="store_true", help="print machine-readable JSON instead")
@@ -232,16 +238,21 @@ def _check_outputs(args: argparse.Namespace) -> None:
         _check_output_path(args.save, "--save", ".npz")
 
 
+def _tol(args: argparse.Namespace) -> float:
+    """--tol, or the default of the --convergence rule."""
+    return resolve_tolerances(args.convergence, args.tol, None)[0]
+
+
 def _settings(args: argparse.Namespace) -> dict:
     return {"components": args.components, "covariance": args.covariance, "restarts": args.restarts,
             "seed": args.seed, "init": args.init, "strategy": args.strategy, "max_iter": args.max_iter,
-            "tol": args.tol, "reg_covar": args.reg_covar}
+            "tol": _tol(args), "reg_covar": args.reg_covar, "convergence": args.convergence}
 
 
 def _fit(args: argparse.Namespace, table: Table, num_states: int, covariance_type: str) -> ModelFit:
     return fit_model(table.values, args.model, num_states, covariance_type, restarts=args.restarts,
                      seed=args.seed, init=args.init, strategy=args.strategy, max_iter=args.max_iter,
-                     tol=args.tol, reg_covar=args.reg_covar)
+                     tol=_tol(args), reg_covar=args.reg_covar, convergence=args.convergence)
 
 
 def _note(args: argparse.Namespace, text: str) -> None:
@@ -342,10 +353,11 @@ def _run_select(args: argparse.Namespace) -> int:
         try:
             fit = _fit(args, table, k, kind)
             row.update(log_likelihood=fit.log_likelihood, num_params=fit.num_params, bic=fit.bic,
-                       icl=fit.icl, aic=fit.aic, num_iters=fit.num_iters, converged=fit.converged)
+                       icl=fit.icl, aic=fit.aic, num_iters=fit.num_iters, converged=fit.converged,
+                       stop_reason=fit.stop_reason)
         except CommandLineError:  # every restart failed: ranked last, shown as nan
             row.update(log_likelihood=math.nan, num_params=None, bic=math.nan, icl=math.nan,
-                       aic=math.nan, num_iters=0, converged=False)
+                       aic=math.nan, num_iters=0, converged=False, stop_reason="non_finite")
         rows.append(row)
     progress.show(len(configs), "done")
     for criterion in ("bic", "icl"):

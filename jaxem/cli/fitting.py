@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxem.engine.fit import DEFAULT_CONVERGENCE, resolve_tolerances
 from jaxem.engine.restarts import fit_restarts
 from jaxem.models import gaussian_mixture
 
@@ -58,6 +59,9 @@ class ModelFit(NamedTuple):
     restart_degenerate: (R,) bool, which restarts' solutions are degenerate
       (`jaxem.engine.degeneracy`); degeneracy: the best restart's, in words ("" if
       none; non-empty only when every restart was degenerate).
+    stop_reason: why the best restart stopped, a name from `jaxem.STOP_REASONS`
+      ("relative", "max_iter", ...; "" when the fit was built by hand);
+      restart_stop_reason: every restart's.
     """
 
     model: str
@@ -80,6 +84,8 @@ class ModelFit(NamedTuple):
     result: Any = None
     restart_degenerate: np.ndarray | None = None
     degeneracy: str = ""
+    stop_reason: str = ""
+    restart_stop_reason: tuple = ()
 
     @property
     def means(self) -> np.ndarray:
@@ -106,13 +112,14 @@ def build_model(kind: str, num_states: int, covariance_type: str, reg_covar: flo
     raise CommandLineError(f"--model: expected gmm or hmm, got {kind!r}.")
 
 
-@functools.partial(jax.jit, static_argnames=("init", "max_iter", "strategy"))
-def _fit_program(keys, x, tol, model, *, init, max_iter, strategy):
+@functools.partial(jax.jit, static_argnames=("init", "max_iter", "strategy", "convergence"))
+def _fit_program(keys, x, tol, model, *, init, max_iter, strategy, convergence):
     """ONE compiled program per configuration (the model is a pytree argument: its reg_covar is
     a leaf): starting points, restarts, posterior and Q at the best. The objective includes
     the model's own prior, when it has one."""
     params0 = jax.vmap(lambda key: model.init(key, x, init))(keys)
-    result = fit_restarts(model, x, params0, max_iter=max_iter, tol=tol, strategy=strategy)
+    result = fit_restarts(model, x, params0, max_iter=max_iter, tol=tol, convergence=convergence,
+                          strategy=strategy)
     posterior = model.e_step(result.best.params, x)
     q_value = model.q(result.best.params, posterior, x)
     return result, posterior.marginals, posterior.log_likelihood, q_value
@@ -120,15 +127,18 @@ def _fit_program(keys, x, tol, model, *, init, max_iter, strategy):
 
 def fit_model(values: np.ndarray, kind: str, num_states: int, covariance_type: str = "full", *,
               restarts: int = 8, seed: int = 0, init: str = "kmeans++", strategy: str = "exhaustive",
-              max_iter: int = 100, tol: float = 1e-3, reg_covar: float = 1e-6) -> ModelFit:
+              max_iter: int = 100, tol: float | None = None, reg_covar: float = 1e-6,
+              convergence: str = DEFAULT_CONVERGENCE) -> ModelFit:
     """Fit a Gaussian mixture ("gmm") or a Gaussian HMM ("hmm", the rows being one
     sequence in time order) to `values` (N, D) from `restarts` starting points.
 
     The starting points are `model.init(key, x, init)` for `restarts` keys split
-    from `PRNGKey(seed)`; `jaxem.fit_restarts` fits them in one vmapped program
-    and the restart with the highest finite objective is returned, a non-degenerate one
+    from `PRNGKey(seed)`; `jaxem.fit_restarts` fits them in one vmapped program, stopped
+    by `jaxem.fit`'s rule `convergence` at `tol` (None: the rule's default), and the
+    restart with the highest finite objective is returned, a non-degenerate one
     when there is one (`jaxem.engine.degeneracy`).
     """
+    tol, _ = resolve_tolerances(convergence, tol, None)
     x = np.asarray(values, dtype=np.float64)
     n, dim = x.shape
     if num_states > n:
@@ -139,7 +149,7 @@ def fit_model(values: np.ndarray, kind: str, num_states: int, covariance_type: s
     keys = jax.random.split(jax.random.PRNGKey(seed), restarts)
     result, marginals, log_likelihood, q_value = _fit_program(
         keys, jnp.asarray(x), jnp.asarray(tol, x.dtype),
-        model=model, init=init, max_iter=max_iter, strategy=strategy,
+        model=model, init=init, max_iter=max_iter, strategy=strategy, convergence=convergence,
     )
     result = jax.tree_util.tree_map(np.asarray, result)
     best = result.best
@@ -175,6 +185,8 @@ def fit_model(values: np.ndarray, kind: str, num_states: int, covariance_type: s
         result=best,
         restart_degenerate=np.asarray(result.degenerate),
         degeneracy=result.degeneracy_report(noun)[int(result.best_index)],
+        stop_reason=best.stop_reason_name,
+        restart_stop_reason=tuple(result.restarts.stop_reason_name),
     )
 
 

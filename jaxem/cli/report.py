@@ -6,9 +6,11 @@ file of `jaxem fit --save` is written by `jaxem.io.save_result`, so
 
   result     the best restart's `jaxem.FitResult`: `params` (a
              `GaussianMixtureParams` or `GaussianHMMParams`), `log_likelihood`,
-             `history` (NaN-padded to --max-iter), `num_iters`, `converged`, `finite`
+             `history` (NaN-padded to --max-iter), `num_iters`, `converged`, `finite`,
+             `num_e_steps`, `stop_reason` (an index into `jaxem.STOP_REASONS`)
   settings   the command-line options (`components`, `covariance`, `restarts`,
-             `seed`, `init`, `strategy`, `max_iter`, `tol`, `reg_covar`), plus
+             `seed`, `init`, `strategy`, `max_iter`, `tol` (the rule's default when
+             --tol was not given), `reg_covar`, `convergence`), plus
              `command`, `model`, `data` (source, shape, column names), `criteria`
              (`log_likelihood`, `num_params`, `bic`, `aic`, `icl`), `best_restart`
              and `restart_log_likelihoods` (NaN for a failed restart)
@@ -23,8 +25,10 @@ import numpy as np
 
 from jaxem.cli.data import Table
 from jaxem.cli.fitting import ModelFit
+from jaxem.engine.fit import DEFAULT_CONVERGENCE
 
-__all__ = ["fit_to_json", "format_fit", "format_selection", "json_array", "json_number", "save_npz"]
+__all__ = ["describe_stop", "fit_to_json", "format_fit", "format_selection", "json_array", "json_number",
+           "save_npz"]
 
 MODEL_TITLES = {"gmm": ("Gaussian mixture", "component"), "hmm": ("Gaussian hidden Markov model", "state")}
 
@@ -71,12 +75,14 @@ def fit_to_json(fit: ModelFit, table: Table, settings: dict, errors: dict | None
         "icl": json_number(fit.icl),
         "num_iters": fit.num_iters,
         "converged": fit.converged,
+        "stop_reason": fit.stop_reason or None,
         "history": json_array(fit.history),
         "best_restart": fit.best_restart,
         "restarts": {
             "log_likelihood": json_array(fit.restart_log_likelihood),
             "num_iters": [int(i) for i in fit.restart_num_iters],
             "converged": [bool(c) for c in fit.restart_converged],
+            "stop_reason": list(fit.restart_stop_reason) or None,
             "degenerate": None if fit.restart_degenerate is None
             else [bool(d) for d in fit.restart_degenerate],
         },
@@ -106,6 +112,28 @@ def _degeneracy_lines(fit: ModelFit, unit: str) -> list[str]:
         text += (f" ({int(np.sum(passed))} with a higher log-likelihood, up to "
                  f"{np.nanmax(fit.restart_log_likelihood[passed]):.4f}, held up by the regularisation floor)")
     return [f"{'degenerate':<16}{text}"]
+
+
+def describe_stop(fit: ModelFit, settings: dict, num_observations: int) -> str:
+    """Which rule stopped the best restart (`jaxem.fit`'s `convergence` and `tol` in
+    `settings`; "relative" when a hand-made `settings` has no rule), in words."""
+    rule = settings.get("convergence", DEFAULT_CONVERGENCE)
+    tol = settings["tol"]
+    if rule == "relative":
+        threshold = tol * max(abs(fit.log_likelihood), num_observations)
+        test = (f"relative change of ℓ below {tol:g}, |Δℓ| < {threshold:.4g}, and of every parameter "
+                f"below {math.sqrt(tol):.2g}")
+    else:
+        sign = "|Δℓ|" if rule == "absolute" else "Δℓ"
+        test = f"tol {tol:g} per observation, {sign} < {tol * num_observations:.4g}"
+    if fit.converged:
+        if fit.stop_reason == "unchanged":
+            return (f"relative change of ℓ below {tol:g}: ℓ unchanged to rounding while a parameter "
+                    "still moved")
+        return test
+    if fit.stop_reason == "non_finite":
+        return f"stopped at the last finite iterate; {test} not reached"
+    return f"stopped at --max-iter {settings['max_iter']}; raise it or --tol; {test} not reached"
 
 
 def format_fit(fit: ModelFit, table: Table, settings: dict, errors: dict | None = None) -> str:
@@ -141,11 +169,7 @@ def format_fit(fit: ModelFit, table: Table, settings: dict, errors: dict | None 
         lines.append(f"shared {label}: {_matrix(covariances, 19)}")
     finite = fit.restart_log_likelihood[np.isfinite(fit.restart_log_likelihood)]
     spread = ", ".join(f"{v:.4f}" for v in np.sort(finite)[::-1][:8])
-    converged = (
-        "yes" if fit.converged
-        else f"no (stopped at --max-iter {settings['max_iter']}; raise it or --tol)"
-    )
-    tol = settings["tol"]
+    converged = f"{'yes' if fit.converged else 'no'} ({describe_stop(fit, settings, n)})"
     lines += [
         "",
         f"{'log-likelihood':<16}{fit.log_likelihood:.4f}",
@@ -154,7 +178,7 @@ def format_fit(fit: ModelFit, table: Table, settings: dict, errors: dict | None 
         f"{'ICL':<16}{fit.icl:.4f}",
         f"{'parameters':<16}{fit.num_params}",
         f"{'iterations':<16}{fit.num_iters}",
-        f"{'converged':<16}{converged} (tol {tol:g} per observation, |Δℓ| < {tol * n:.4g})",
+        f"{'converged':<16}{converged}",
         f"{'all restarts':<16}{len(finite)}/{len(fit.restart_log_likelihood)} finite, "
         f"{int(np.sum(fit.restart_converged))} converged; best log-likelihoods: {spread}",
     ]

@@ -51,10 +51,10 @@ from jaxem.engine.fit import (
     LoopState,
     advance,
     check_acceleration,
-    check_convergence,
     check_inputs,
     finish,
     fit_options,
+    resolve_tolerances,
     start_loop,
 )
 from jaxem.engine.implicit import implicit_outputs, perturbed_closures, run_stopped
@@ -77,7 +77,8 @@ class RestartsResult(NamedTuple):
         restarts (among all finite ones when every restart is degenerate, or with
         `avoid_degenerate=False`).
       best_index: its index among the restarts (int32).
-      restarts: a `FitResult` whose leaves have a leading axis R, one per restart.
+      restarts: a `FitResult` whose leaves have a leading axis R, one per restart
+        (`restarts.stop_reason_name` lists why each stopped).
       degeneracy: a `jaxem.engine.degeneracy.Degeneracy` with leaves (R, K): which
         components of each restart's solution are degenerate and why; None for a model
         without a `degeneracy` method.
@@ -132,8 +133,8 @@ def fit_restarts(
     Args:
       model, data: as for `jaxem.fit` (shared by every restart).
       options: `jaxem.fit`'s keyword arguments (weights, m_step, log_prior,
-        max_iter, tol, convergence), with its defaults; the weights are shared by
-        every restart.
+        max_iter, tol, param_tol, convergence, acceleration), with its defaults (the
+        "relative" rule); the weights are shared by every restart.
       params0: starting parameters with a leading restart axis R on every leaf
         (e.g. `jax.vmap(lambda k: model.init(k, x))(jax.random.split(key, R))`).
       strategy: "exhaustive" (every restart to convergence; default) or "emem"
@@ -159,10 +160,10 @@ def fit_restarts(
         restart settings and a restart axis shared by all leaves of `params0`.
     """
     options = fit_options(options, "fit_restarts")
-    max_iter, tol, convergence = options["max_iter"], options["tol"], options["convergence"]
+    max_iter, convergence = options["max_iter"], options["convergence"]
     weights, m_step, log_prior = options["weights"], options["m_step"], options["log_prior"]
+    tol, param_tol = resolve_tolerances(convergence, options["tol"], options["param_tol"])
     check_fit_settings(max_iter, tol)
-    check_convergence(convergence)
     acceleration = options["acceleration"]
     check_acceleration(acceleration)
     check_min_variance_ratio(min_variance_ratio)
@@ -192,26 +193,26 @@ def fit_restarts(
     eta = (model, data, weights)
     converted = perturbed_closures(m_step, log_prior, jax.tree_util.tree_map(lambda a: a[0], params0), eta)
 
-    def loop(model, data, params0, weights, tol, ratio):
-        return _restarts_compiled(model, data, params0, weights, tol, ratio, m_step, log_prior,
+    def loop(model, data, params0, weights, tol, param_tol, ratio):
+        return _restarts_compiled(model, data, params0, weights, tol, param_tol, ratio, m_step, log_prior,
                                   max_iter, explore_iters, num_refine, convergence, acceleration,
                                   avoid_degenerate)
 
     ratio = jnp.asarray(min_variance_ratio, jnp.result_type(float))
-    result = run_stopped(loop, converted, model, data, params0, weights, tol, ratio)
+    result = run_stopped(loop, converted, model, data, params0, weights, tol, param_tol, ratio)
     params, value = implicit_outputs(converted, result.best.params, result.best.log_likelihood, eta)
     return result._replace(best=result.best._replace(params=params, log_likelihood=value))
 
 
-@functools.partial(jax.jit, static_argnums=(6, 7, 8, 9, 10, 11, 12, 13))
-def _restarts_compiled(model, data, params0, weights, tol, ratio, m_step, log_prior, max_iter,
+@functools.partial(jax.jit, static_argnums=(7, 8, 9, 10, 11, 12, 13, 14))
+def _restarts_compiled(model, data, params0, weights, tol, param_tol, ratio, m_step, log_prior, max_iter,
                        explore_iters, num_refine, convergence, acceleration, avoid_degenerate):
     def start(params):
         return start_loop(model, data, params, weights, m_step, log_prior, max_iter, explore_iters,
                           acceleration)
 
     def run(states):
-        return _run_compacted(states, model, data, weights, m_step, log_prior, tol, convergence)
+        return _run_compacted(states, model, data, weights, m_step, log_prior, tol, param_tol, convergence)
 
     states = run(jax.vmap(start)(params0))
     if explore_iters < max_iter:
@@ -240,7 +241,8 @@ def compaction_ladder(num_restarts: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _run_compacted(states: LoopState, model, data, weights, m_step, log_prior, tol, convergence) -> LoopState:
+def _run_compacted(states: LoopState, model, data, weights, m_step, log_prior, tol, param_tol,
+                   convergence) -> LoopState:
     """Run a batch of loops until all are done, `SEGMENT_PASSES` passes at a time; before each
     segment the unfinished restarts are gathered into the smallest batch of the ladder
     that holds them (padded with finished ones, which a pass leaves unchanged) and
@@ -252,7 +254,7 @@ def _run_compacted(states: LoopState, model, data, weights, m_step, log_prior, t
     def segment(sub: LoopState) -> LoopState:
         def one(s):
             return advance(s, model, data, weights, m_step, log_prior, tol, convergence,
-                           pass_limit=s.num_e_steps + SEGMENT_PASSES)
+                           pass_limit=s.num_e_steps + SEGMENT_PASSES, param_tol=param_tol)
         return jax.vmap(one)(sub)
 
     def compacted(size: int):
