@@ -251,11 +251,19 @@ def _run_compacted(states: LoopState, model, data, weights, m_step, log_prior, t
     num_restarts = states.done.shape[0]
     ladder = compaction_ladder(num_restarts)
 
+    def run_alone(state: LoopState, pass_limit=None) -> LoopState:
+        return advance(state, model, data, weights, m_step, log_prior, tol, convergence,
+                       pass_limit=pass_limit, param_tol=param_tol)
+
+    if num_restarts == 1:
+        # A batch of one runs unbatched and to the end: a vmapped loop pays a select per
+        # state leaf per pass and batched products of batch size 1.
+        return _with_batch_of_one(run_alone)(states)
+
     def segment(sub: LoopState) -> LoopState:
-        def one(s):
-            return advance(s, model, data, weights, m_step, log_prior, tol, convergence,
-                           pass_limit=s.num_e_steps + SEGMENT_PASSES, param_tol=param_tol)
-        return jax.vmap(one)(sub)
+        if sub.done.shape[0] == 1:
+            return _with_batch_of_one(lambda s: run_alone(s, s.num_e_steps + SEGMENT_PASSES))(sub)
+        return jax.vmap(lambda s: run_alone(s, s.num_e_steps + SEGMENT_PASSES))(sub)
 
     def compacted(size: int):
         def run(all_: LoopState) -> LoopState:
@@ -276,6 +284,14 @@ def _run_compacted(states: LoopState, model, data, weights, m_step, log_prior, t
         return jax.lax.switch(level, branches, all_)
 
     return jax.lax.while_loop(lambda s: jnp.any(~s.done), step, states)
+
+
+def _with_batch_of_one(fn):
+    """`fn` on a state with a leading axis of size 1, run without that axis."""
+    def run(states: LoopState) -> LoopState:
+        out = fn(jax.tree_util.tree_map(lambda x: x[0], states))
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+    return run
 
 
 def _refine(run, explored: LoopState, num_refine: int, max_iter: int) -> LoopState:
