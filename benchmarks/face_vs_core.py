@@ -10,9 +10,10 @@ Same data, same starting parameters, same number of iterations, everything compi
 
 The faces' time includes their validation and conversions (a whole `fit` call); the core's
 is one `jaxem.fit` call on JAX arrays. Face and core both run float64. Seconds are the
-median of `--repeats` calls.
+median of `--repeats` calls (face and core calls alternate: `interleaved_medians`), the
+references' of 3 (they take seconds per call).
 
-    python benchmarks/face_vs_core.py [--quick] [--repeats 3]
+    python benchmarks/face_vs_core.py [--quick] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -36,15 +37,26 @@ from jaxem.sklearn import GaussianHMM, GaussianMixture  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))
 from problems import jaxem_revision  # noqa: E402
 
+REFERENCE_REPEATS = 3
+
 
 def median_seconds(fn, repeats: int) -> float:
-    fn()   # compile
-    times = []
+    return interleaved_medians([fn], repeats)[0]
+
+
+def interleaved_medians(fns, repeats: int) -> list[float]:
+    """The median seconds of each of `fns`, all compiled first, then called in turn `repeats`
+    times (core, face, core, face, ...), so that a slow spell of the shared machine or a
+    cache left cold by the previous call falls on both alike."""
+    for fn in fns:
+        jax.block_until_ready(fn())   # compile
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for fn, spent in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            jax.block_until_ready(fn())
+            spent.append(time.perf_counter() - start)
+    return [float(np.median(spent)) for spent in times]
 
 
 def gmm_rows(num_obs: int, repeats: int) -> list[str]:
@@ -73,7 +85,8 @@ def gmm_rows(num_obs: int, repeats: int) -> list[str]:
             warnings.simplefilter("ignore")
             return SkGaussianMixture(k, max_iter=iters, tol=0.0, **start).fit(x).means_
 
-    t_core, t_face, t_sk = (median_seconds(f, repeats) for f in (core, face, sklearn))
+    t_core, t_face = interleaved_medians([core, face], repeats)
+    t_sk = median_seconds(sklearn, REFERENCE_REPEATS)
     return [f"| GaussianMixture N={num_obs:,} D={dim} K={k} full, {iters} iterations | {t_core:.3f} "
             f"| {t_face:.3f} | {t_face / t_core:.2f} | scikit-learn {t_sk:.3f} | {t_sk / t_face:.1f} |"]
 
@@ -110,12 +123,12 @@ def hmm_rows(lengths: list[int], repeats: int, label: str) -> list[str]:
             return est.fit(y, lengths).means_
         return run
 
-    t_core, t_face = median_seconds(core, repeats), median_seconds(face, repeats)
+    t_core, t_face = interleaved_medians([core, face], repeats)
     first = (f"| GaussianHMM {label} K={k} D={dim} full, {iters} iterations | {t_core:.3f} "
              f"| {t_face:.3f} | {t_face / t_core:.2f} |")
     rows = []
     for implementation in ("log", "scaling"):
-        t_ref = median_seconds(reference(implementation), repeats)
+        t_ref = median_seconds(reference(implementation), REFERENCE_REPEATS)
         lead = first if not rows else "| | | | |"
         rows.append(f"{lead} hmmlearn ({implementation}) {t_ref:.3f} | {t_ref / t_face:.1f} |")
     return rows
@@ -124,11 +137,12 @@ def hmm_rows(lengths: list[int], repeats: int, label: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small problems (a smoke test)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(f"jaxem: {jaxem_revision()}; jax {jax.__version__} ({jax.default_backend()}), "
-          f"{platform.machine()}, {os.cpu_count()} cores; float64; median of {args.repeats}\n")
+          f"{platform.machine()}, {os.cpu_count()} cores; float64; median of {args.repeats} "
+          f"(references: {REFERENCE_REPEATS})\n")
     print("| problem | core s (`jaxem.fit`) | face s (`.fit`) | face / core | reference s | "
           "reference / face |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -1,4 +1,5 @@
-"""Pytree utilities: leafwise helpers for the EM loop, and models as pytrees.
+"""Pytree utilities: leafwise helpers for the EM loop (and a predicate that `vmap` reduces
+over its batch), and models as pytrees.
 
 A ready model is a frozen dataclass registered as a pytree (`pytree_dataclass`): its
 structural settings (number of states, covariance type, algorithm, user functions) are
@@ -17,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["all_finite", "as_hyperparameters", "pytree_dataclass", "select", "static_field"]
+__all__ = ["all_across_batch", "all_finite", "as_hyperparameters", "pytree_dataclass", "select",
+           "static_field"]
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -30,6 +32,25 @@ def all_finite(tree: Any) -> jax.Array:
 def select(condition: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Leafwise `jnp.where(condition, on_true, on_false)` for a scalar condition."""
     return jax.tree_util.tree_map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
+
+
+@jax.custom_batching.custom_vmap
+def all_across_batch(predicate: jax.Array) -> jax.Array:
+    """`predicate` (a bool scalar) unchanged; under `vmap`, ONE unbatched bool, True when it
+    holds for every member of the batch.
+
+    For a `lax.cond` between two exact ways of computing the same value (a fast one and a
+    safe one): with a batched predicate `vmap` turns the cond into a select and computes
+    both branches; with this one it stays a branch, taking the fast way only when every
+    member of the batch may. Not for conds whose branches compute different values."""
+    return predicate
+
+
+@all_across_batch.def_vmap
+def _all_across_batch_rule(axis_size, in_batched, predicate):
+    del axis_size
+    (batched,) = in_batched
+    return (jnp.all(predicate) if batched else predicate), False
 
 
 def as_hyperparameters(obj: Any, names: tuple) -> None:

@@ -1,10 +1,10 @@
 """The Gaussian log-density table and weighted MLE, for fast closed-form EM.
 
 Both are computed for all N observations and K components at once, about a
-fixed shift c (the data mean), by one of two paths chosen from the dtype:
+fixed shift c (the data mean), by one of two paths:
 
-float64: the exponential-family path. With u = x - c the log-density is linear
-in features of u,
+The exponential-family path (float64 always; float32 where it keeps its digits).
+With u = x - c the log-density is linear in features of u,
 
     log N(x | μ, Σ) = ⟨Φ(u), η(μ, Σ)⟩,   Φ(u) = [second-order terms of u, u, 1]
 
@@ -12,12 +12,17 @@ so the (N, K) table is ONE matrix product Φ (N, F) @ η (F, K), and the M-step'
 expected statistics are another, Rᵀ Φ for responsibilities R (N, K); the
 covariances are then E_k[u uᵀ] - m_k m_kᵀ (one pass). Second-order features:
 u_i u_j for i <= j (full, tied; D(D+1)/2 columns), u_i² (diag; D), Σ_i u_i²
-(spherical; 1). Rounding: each table entry is a sum of terms of size
-|u|²·|Σ⁻¹|, so its error is about eps·|u|²·|Σ⁻¹|, and a variance's about
-eps·E[u²]: harmless at float64's eps ~ 1e-16, not at float32's ~ 1e-7 (clusters
-10 apart with sd 0.01 put the table off by a nat per point).
+(spherical; 1). Φ depends on the data alone, so inside a fit XLA computes it once,
+outside the loop. Rounding: each table entry is a sum of terms of size
+|u|²·|Σ⁻¹|, so its error is about eps·κ nats with κ = mean_n |u_n|²·max_k tr(Σ_k⁻¹),
+and a variance's about eps·κ relative: harmless at float64's eps ~ 1e-16, not
+always at float32's ~ 1e-7 (clusters 10 apart with sd 0.01 have κ ~ 1e6 and put the
+table off by a nat per point). So float32 (and lower) takes the product only while
+eps·κ <= FEATURES_ROUNDING = 1e-3 at the current parameters
+(`GaussianFamily.features_are_precise`, a `lax.cond` in every E-step and M-step),
+and the centred path otherwise:
 
-float32 (and lower): the centred path. With the precision's Cholesky factor P_k
+The centred path. With the precision's Cholesky factor P_k
 (Σ_k⁻¹ = P_k P_kᵀ, P_k = L_k⁻ᵀ for Σ_k = L_k L_kᵀ),
 
     y_nk = (x_n - c) P_k - (μ_k - c) P_k = (x_n - μ_k) P_k            (D,)
@@ -26,7 +31,8 @@ float32 (and lower): the centred path. With the precision's Cholesky factor P_k
 full and tied one component at a time (`lax.map`; each an (N, D) @ (D, D)
 product); diag and spherical, whose factors are diagonal (P_k = diag(σ_k⁻¹)), as
 y_nk = (x_n - μ_k) ⊙ σ_k⁻¹ in one fused elementwise pass. Each entry of y has an
-error of about eps·|x - c|·|P_k| (not eps·|x - c|²·|P_k|²).
+error of about eps·|x - c|·|P_k| (not eps·|x - c|²·|P_k|²). It costs 3-4× the
+product per iteration on CPU (N=100k, D=8, K=16 full).
 
 The M-step reads expected sufficient statistics (`GaussianStats`, an additive
 pytree): per component k, about a centre c_k that depends on the parameters only
@@ -36,9 +42,11 @@ pytree): per component k, about a centre c_k that depends on the parameters only
 
 (S_k is its diagonal for diag, its trace for spherical, and Σ_k S_k for tied).
 float64 takes one shared centre and computes them as ONE matrix product Rᵀ Φ(x - c);
-float32 takes c_k = μ_k (each component's current mean), so S_k is a sum of squares of
-centred values, O(N·K·D²) (or O(N·K·D)) work, and near convergence (μ_k new ≈ μ_k old)
-a variance keeps its relative precision. Then (`estimate`) with m_k = s_k / n_k,
+float32 takes c_k = μ_k (each component's current mean), and computes them by the same
+product moved exactly to each c_k where it keeps its digits (as for the table), else as
+sums of squares of centred values, O(N·K·D²) (or O(N·K·D)) work, with which near
+convergence (μ_k new ≈ μ_k old) a variance keeps its relative precision. Then
+(`estimate`) with m_k = s_k / n_k,
 
     μ_k = c_k + m_k,    Σ_k = S_k / n_k - m_k m_kᵀ (+ reg_covar·I)
 
@@ -65,12 +73,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxem.families.scalar import mvn_logpdf, normal_logpdf
-from jaxem.tree import as_hyperparameters, pytree_dataclass, static_field
+from jaxem.tree import all_across_batch, as_hyperparameters, pytree_dataclass, static_field
 
 __all__ = ["COVARIANCE_TYPES", "GaussianEstimate", "GaussianFamily", "GaussianStats"]
 
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 _LOG_2PI = math.log(2.0 * math.pi)
+FEATURES_ROUNDING = 1e-3  # float32 takes the feature product when eps·κ is below this
 
 
 class GaussianStats(NamedTuple):
@@ -104,7 +113,8 @@ class GaussianEstimate(NamedTuple):
 
 def uses_features(dtype) -> bool:
     """True when `dtype` is precise enough for the exponential-family (one matrix
-    product) path; float32 and lower take the centred path."""
+    product) path whatever the data; float32 and lower take it only where it keeps its
+    digits (`GaussianFamily.features_are_precise`), the centred path elsewhere."""
     return jnp.finfo(dtype).bits >= 64
 
 
@@ -131,13 +141,52 @@ class GaussianFamily:
     def log_density_table(self, x: jax.Array, means: jax.Array, covariances: jax.Array,
                           shift: jax.Array | None = None) -> jax.Array:
         """[log N(x_n | means[k], Σ_k)]_{n,k}: (N, K) for x (N, D), means (K, D) and
-        covariances of this type; `shift` c (D,) defaults to the mean of x."""
+        covariances of this type; `shift` c (D,) defaults to the mean of x. The feature
+        product where it keeps its digits (`features_are_precise`), else the centred path."""
         if shift is None:
             shift = jnp.mean(x, axis=0)
         u = x - shift  # (N, D)
         m = means - shift  # (K, D)
-        if uses_features(jnp.result_type(x, means, covariances)):
-            return self._features(u) @ self._natural_parameters(m, covariances)
+        features = self._features(u)  # data alone: XLA computes it once, outside a fit's loop
+        precise = self.features_are_precise(u, covariances)
+        if precise is True:
+            return features @ self._natural_parameters(m, covariances)
+        return jax.lax.cond(precise,
+                            lambda: features @ self._natural_parameters(m, covariances),
+                            lambda: self._centred_table(u, m, covariances))
+
+    def features_are_precise(self, u: jax.Array, covariances: jax.Array):
+        """Whether the feature product Φ(u) @ η keeps its digits for data u = x - c (N, D) and
+        these covariances: True (a Python bool) in float64; in float32 (and lower) a traced
+        bool, eps·κ <= FEATURES_ROUNDING with κ = mean_n |u_n|² · max_k tr(Σ_k⁻¹).
+
+        A table entry is a sum of terms of size |u|²·|Σ_k⁻¹|, so its rounding error is about
+        eps·κ nats, and that of a variance from Rᵀ Φ about eps·κ relative: below 1e-3 the
+        product is used, above it the centred path (the module docstring). Under `vmap`
+        (restarts, HMM states) the decision is taken for the whole batch (`all_across_batch`:
+        the product only when every member passes), so that `lax.cond` stays a branch and
+        does not compute both paths."""
+        dtype = jnp.result_type(u, covariances)
+        if uses_features(dtype):
+            return True
+        kind = self.covariance_type
+        if kind in ("full", "tied"):
+            chol = jnp.linalg.cholesky(covariances)
+            eye = jnp.broadcast_to(jnp.eye(u.shape[-1], dtype=covariances.dtype), covariances.shape)
+            inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+            inverse_trace = jnp.sum(inv_chol * inv_chol, axis=(-2, -1))  # tr(Σ⁻¹) = |L⁻¹|_F²
+        elif kind == "diag":
+            inverse_trace = jnp.sum(1.0 / covariances, axis=-1)
+        else:
+            inverse_trace = u.shape[-1] / covariances
+        spread = jnp.mean(jnp.sum(u * u, axis=-1))
+        kappa = spread * jnp.max(inverse_trace)
+        passes = jnp.finfo(dtype).eps * kappa <= FEATURES_ROUNDING  # NaN parameters: False
+        return all_across_batch(jax.lax.stop_gradient(passes))
+
+    def _centred_table(self, u: jax.Array, m: jax.Array, covariances: jax.Array) -> jax.Array:
+        """The centred path of `log_density_table` (module docstring), for u = x - c (N, D) and
+        m = μ - c (K, D)."""
         num_components, dim = m.shape
         kind = self.covariance_type
         if kind in ("full", "tied"):
@@ -199,7 +248,7 @@ class GaussianFamily:
         return jnp.broadcast_to(shift, means.shape)
 
     def statistics(self, responsibilities: jax.Array, x: jax.Array, centres: jax.Array,
-                   shift: jax.Array | None = None) -> GaussianStats:
+                   shift: jax.Array | None = None, covariances: jax.Array | None = None) -> GaussianStats:
         """Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(x_n - c_k)ᵀ] (`GaussianStats`) for
         responsibilities (N, K) (weighted, zero on padding), data x (N, D) and centres c (K, D).
 
@@ -208,57 +257,87 @@ class GaussianFamily:
         outside the loop; the moments are then moved exactly from s to each centre c_k
         (a small correction: c_k is near the data mean). float32: each component about its
         own centre, one component at a time (full, tied) or over blocks of rows (diag,
-        spherical)."""
+        spherical) — or, given the `covariances` of the E-step that made R, the product
+        where it keeps its digits for them (`features_are_precise`)."""
         r = responsibilities
         dtype = r.dtype
         kind = self.covariance_type
-        counts = jnp.sum(r, axis=0)
-        dim = x.shape[-1]
         centres = centres.astype(dtype)
+        shift = jnp.mean(x, axis=0) if shift is None else shift
+        u = (x - shift).astype(dtype)
         if uses_features(dtype):
-            shift = jnp.mean(x, axis=0) if shift is None else shift
-            u = (x - shift).astype(dtype)
-            moments = r.T @ self._features(u)  # (K, F): [second-order, first, count]
-            first, packed = moments[:, -1 - dim:-1], moments[:, :-1 - dim]
-            delta = centres - shift  # (K, D): from the data's shift to each centre
-            moved = first - counts[:, None] * delta
-            if kind in ("full", "tied"):
-                rows, cols = np.triu_indices(dim)
-                second = jnp.zeros((r.shape[1], dim, dim), dtype).at[:, rows, cols].set(packed)
-                second = second.at[:, cols, rows].set(packed)
-                cross = first[:, :, None] * delta[:, None, :]
-                second = (second - cross - jnp.swapaxes(cross, 1, 2)
-                          + counts[:, None, None] * delta[:, :, None] * delta[:, None, :])
-            elif kind == "diag":
-                second = packed - 2 * delta * first + counts[:, None] * delta * delta
-            else:
-                second = (packed[:, 0] - 2 * jnp.sum(delta * first, axis=1)
-                          + counts * jnp.sum(delta * delta, axis=1))
+            precise = True
+        elif covariances is None:
+            precise = False
         else:
-            shift = jnp.mean(centres, axis=0)
-            u = (x - shift).astype(dtype)
-            m = centres - shift
-            # The centred values d = x_n - c_k summed themselves, not Rᵀu - n·m: that
-            # difference cancels, and XLA may compute its rounding noise differently in two
-            # fusions (the outer product m mᵀ then came out asymmetric, and on identical
-            # points the diagonal fit's objective oscillated).
-            if kind in ("full", "tied"):
-                def moments(args):  # (Σ_n r_nk d, Σ_n r_nk d dᵀ), one component at a time
-                    weights, mean = args
-                    weighted = (u - mean) * weights[:, None]
-                    return jnp.sum(weighted, axis=0), weighted.T @ (u - mean)
-
-                moved, second = jax.lax.map(moments, (r.T, m))  # (K, D), (K, D, D)
+            precise = self.features_are_precise(u, covariances)
+        if precise is False:
+            counts, moved, second = self._moments_centred(r, x, centres)
+        else:
+            features = self._features(u)  # data alone: computed once, outside a fit's loop
+            if precise is True:
+                counts, moved, second = self._moments_by_features(r, features, centres - shift)
             else:
-                moved, second = _diagonal_moments(r, u, m)  # (K, D) each
-                if kind == "spherical":
-                    second = jnp.sum(second, axis=1)
+                counts, moved, second = jax.lax.cond(
+                    precise, lambda: self._moments_by_features(r, features, centres - shift),
+                    lambda: self._moments_centred(r, x, centres))
         if kind in ("full", "tied"):
             # Exactly symmetric: the lower triangle is a copy of the upper one.
             second = jnp.triu(second) + jnp.swapaxes(jnp.triu(second, 1), 1, 2)
             if kind == "tied":
                 second = jnp.sum(second, axis=0)
         return GaussianStats(counts, moved, second)
+
+    def _moments_by_features(self, r: jax.Array, features: jax.Array, delta: jax.Array):
+        """(counts (K,), Σ_n r_nk (x_n - c_k) (K, D), second moments about c_k, per component)
+        from ONE product Rᵀ Φ(x - s) of the `features` Φ(x - s) (N, F) about a shift s, moved
+        exactly to each centre c_k = s + delta_k (delta (K, D))."""
+        dtype = r.dtype
+        kind = self.covariance_type
+        dim = delta.shape[-1]
+        counts = jnp.sum(r, axis=0)
+        delta = delta.astype(dtype)
+        moments = r.T @ features  # (K, F): [second-order, first, count]
+        first, packed = moments[:, -1 - dim:-1], moments[:, :-1 - dim]
+        moved = first - counts[:, None] * delta
+        if kind in ("full", "tied"):
+            rows, cols = np.triu_indices(dim)
+            second = jnp.zeros((r.shape[1], dim, dim), dtype).at[:, rows, cols].set(packed)
+            second = second.at[:, cols, rows].set(packed)
+            cross = first[:, :, None] * delta[:, None, :]
+            second = (second - cross - jnp.swapaxes(cross, 1, 2)
+                      + counts[:, None, None] * delta[:, :, None] * delta[:, None, :])
+        elif kind == "diag":
+            second = packed - 2 * delta * first + counts[:, None] * delta * delta
+        else:
+            second = (packed[:, 0] - 2 * jnp.sum(delta * first, axis=1)
+                      + counts * jnp.sum(delta * delta, axis=1))
+        return counts, moved, second
+
+    def _moments_centred(self, r: jax.Array, x: jax.Array, centres: jax.Array):
+        """`_moments_by_features`'s values from the centred values x_n - c_k themselves:
+        O(N·K·D²) (full, tied) or O(N·K·D) work, each variance a sum of squares."""
+        dtype = r.dtype
+        counts = jnp.sum(r, axis=0)
+        shift = jnp.mean(centres, axis=0)
+        u = (x - shift).astype(dtype)
+        m = centres - shift
+        # The centred values d = x_n - c_k summed themselves, not Rᵀu - n·m: that
+        # difference cancels, and XLA may compute its rounding noise differently in two
+        # fusions (the outer product m mᵀ then came out asymmetric, and on identical
+        # points the diagonal fit's objective oscillated).
+        if self.covariance_type in ("full", "tied"):
+            def moments(args):  # (Σ_n r_nk d, Σ_n r_nk d dᵀ), one component at a time
+                weights, mean = args
+                weighted = (u - mean) * weights[:, None]
+                return jnp.sum(weighted, axis=0), weighted.T @ (u - mean)
+
+            moved, second = jax.lax.map(moments, (r.T, m))  # (K, D), (K, D, D)
+        else:
+            moved, second = _diagonal_moments(r, u, m)  # (K, D) each
+            if self.covariance_type == "spherical":
+                second = jnp.sum(second, axis=1)
+        return counts, moved, second
 
     def estimate(self, stats: GaussianStats, centres: jax.Array) -> GaussianEstimate:
         """The weighted MLE from statistics about `centres` (K, D) (scikit-learn's estimator,
@@ -363,7 +442,7 @@ class GaussianFamily:
         repaired = jnp.where(singular[..., None, None], rebuilt, covariances)
         return repaired
 
-    # --- the exponential-family path (float64) ----------------------------------------------
+    # --- the exponential-family path (float64, and float32 where it keeps its digits) -------
 
     def _features(self, u: jax.Array) -> jax.Array:
         """Φ(u) (N, F) = [second-order terms, u, 1]."""

@@ -117,7 +117,7 @@ class GaussianHMM(ProbabilityChain):
                             params: GaussianHMMParams) -> GaussianStats:
         """The Gaussian statistics of the steps weighted by γ (N, K), about `centres(params)`."""
         x, _, shift = _steps(data)
-        return self.family.statistics(marginals, x, self.centres(params), shift)
+        return self.family.statistics(marginals, x, self.centres(params), shift, params.covariances)
 
     def maximize_emission(self, stats: GaussianStats, params: GaussianHMMParams) -> dict:
         """Means and covariances (kept positive definite) from the emission statistics."""

@@ -119,7 +119,8 @@ class GaussianMixtureModel(MixtureStructure):
                    params: GaussianMixtureParams) -> GaussianStats:
         """The expected sufficient statistics Σ_n r_nk [1, x_n - c_k, (x_n - c_k)(...)ᵀ] about
         `centres(params)`: additive over rows (for the same `params`)."""
-        return self.family.statistics(posterior.marginals, data, self.centres(params))
+        return self.family.statistics(posterior.marginals, data, self.centres(params),
+                                      covariances=params.covariances)
 
     def maximize(self, stats: GaussianStats, params: GaussianMixtureParams) -> GaussianMixtureParams:
         """The closed-form M-step (the default; `jaxem.Statistics`) from the statistics:

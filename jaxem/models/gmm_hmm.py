@@ -207,8 +207,8 @@ class GMMHMM(ProbabilityChain):
         x, _, shift = _steps(data)
         resp = self.responsibilities(marginals, data, params)
         family = self.family
-        return jax.vmap(lambda r, centres: family.statistics(r, x, centres, shift))(
-            jnp.moveaxis(resp, 1, 0), self.centres(params))
+        return jax.vmap(lambda r, centres, covariances: family.statistics(r, x, centres, shift, covariances))(
+            jnp.moveaxis(resp, 1, 0), self.centres(params), params.covariances)
 
     def maximize_emission(self, stats: GaussianStats, params: GMMHMMParams) -> dict:
         """Weights by Dirichlet MAP from the counts n_km; means and covariances (kept
