@@ -62,7 +62,7 @@ def timed(fn, repeats: int = 1) -> float:
 def per_iteration(run, short: int, long: int, repeats: int, warm_up: bool = True) -> float:
     """(time of `long` iterations - time of `short`) / (long - short), compiled beforehand."""
     if warm_up:
-        jax.block_until_ready((run(short), run(long)))
+        jax.block_until_ready(run(short)), jax.block_until_ready(run(long))  # compiled one at a time
     return (timed(lambda: run(long), repeats) - timed(lambda: run(short), repeats)) / (long - short)
 
 
