@@ -212,3 +212,33 @@ def test_hmm_state_on_one_step():
     weighted = model.degeneracy(fitted, batch, jnp.array([3.0]))
     assert np.asarray(weighted.few_points).tolist() == [False, False]
     assert np.asarray(weighted.singular).tolist() == [False, True]
+
+
+@pytest.mark.parametrize("name", ["gaussian_hmm", "gmm_hmm"])
+def test_hmm_degeneracy_from_a_given_posterior(name):
+    """`degeneracy(..., posterior=exact_e_step(params, data, weights))` (what the faces pass,
+    saving an E-step) equals the degeneracy that runs its own E-step, for sequences of unequal
+    length with and without weights; the posterior given is the one used (marginals scaled
+    by 1e-3 leave every state with too few points) and its padding steps are not counted
+    (huge marginals there change nothing)."""
+    rng = np.random.default_rng(11)
+    lengths = [30, 7, 19]
+    batch = em.Sequences.from_list([rng.normal(size=(n, 2)) + 4 * (rng.random((n, 1)) < 0.3)
+                                    for n in lengths])
+    model = (em.models.gaussian_hmm(3, "diag") if name == "gaussian_hmm"
+             else em.models.gmm_hmm(3, 2, "diag"))
+    params = model.init(jax.random.key(2), batch)
+
+    def flags(degeneracy):
+        return [np.asarray(leaf).tolist() for leaf in degeneracy]
+
+    for w in (None, jnp.array([1.0, 4.0, 0.5])):
+        posterior = model.exact_e_step(params, batch, w)
+        own = flags(model.degeneracy(params, batch, w))
+        assert flags(model.degeneracy(params, batch, w, posterior=posterior)) == own
+        assert not any(own[0]), "the start has enough points in every state"
+        padding = ~(np.arange(max(lengths))[None, :] < np.array(lengths)[:, None])
+        huge = posterior._replace(marginals=jnp.where(padding[..., None], 1e6, posterior.marginals))
+        assert flags(model.degeneracy(params, batch, w, posterior=huge)) == own
+        tiny = posterior._replace(marginals=posterior.marginals * 1e-3)
+        assert all(flags(model.degeneracy(params, batch, w, posterior=tiny))[0])

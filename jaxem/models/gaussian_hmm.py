@@ -179,7 +179,7 @@ class GaussianHMM(ProbabilityChain):
         self.family.check_covariances(params.covariances, f"{name}.covariances", batch, k, dim)
 
     def degeneracy(self, params: GaussianHMMParams, data: Any, weights: Any = None,
-                   *, min_variance_ratio=MIN_VARIANCE_RATIO) -> Degeneracy:
+                   *, min_variance_ratio=MIN_VARIANCE_RATIO, posterior: Any = None) -> Degeneracy:
         """Which states of `params` are degenerate on `data` (`jaxem.engine.degeneracy`), as for
         the Gaussian mixture with the state occupancies as counts:
 
@@ -188,15 +188,18 @@ class GaussianHMM(ProbabilityChain):
         - singular (K,): a direction whose variance, less reg_covar, is at most
           `min_variance_ratio` times the data's (over the real steps).
 
-        Runs one E-step. Pure and jittable; vmap it over restarts.
+        Runs one E-step, unless given its result: `posterior`, the value of
+        `self.exact_e_step(params, data, weights)`. Pure and jittable; vmap it over restarts.
         """
         x, valid, _ = flatten_steps(data)
         step_weights = valid.astype(x.dtype)  # 0 on padding, else the sequence's weight
         if weights is not None:
             steps = x.shape[0] // jnp.shape(weights)[0]
             step_weights = step_weights * jnp.repeat(jnp.asarray(weights, x.dtype), steps)
-        marginals = self.exact_e_step(params, data).marginals.reshape(-1, self.num_states)
-        counts = step_weights @ marginals
+        if posterior is None:
+            posterior = self.exact_e_step(params, data, weights)
+        marginals = posterior.marginals.reshape(-1, self.num_states)  # weighted already
+        counts = valid.astype(x.dtype) @ marginals
         few_points = counts < self.family.points_needed(x.shape[-1])
         singular = self.family.singular_components(params.covariances, data_variances(x, step_weights),
                                                    min_variance_ratio)

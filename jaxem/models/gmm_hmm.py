@@ -308,7 +308,7 @@ class GMMHMM(ProbabilityChain):
         self.family.check_covariances(params.covariances, f"{name}.covariances", batch + (k,), m, dim)
 
     def degeneracy(self, params: GMMHMMParams, data: Any, weights: Any = None,
-                   *, min_variance_ratio=MIN_VARIANCE_RATIO) -> Degeneracy:
+                   *, min_variance_ratio=MIN_VARIANCE_RATIO, posterior: Any = None) -> Degeneracy:
         """Which mixture components of `params` are degenerate on `data`
         (`jaxem.engine.degeneracy`), as for the Gaussian mixture with the expected component
         counts n_km = Σ_t r_tkm (one E-step; summed over sequences, times their `weights` (B,)
@@ -320,10 +320,13 @@ class GMMHMM(ProbabilityChain):
           `min_variance_ratio` times the data's (over the real steps); tied: the state's
           shared covariance, so all its components alike.
 
-        Pure and jittable; vmap it over restarts.
+        `posterior`: the value of `self.exact_e_step(params, data, weights)` when the caller
+        has it (the E-step is then not run again). Pure and jittable; vmap it over restarts.
         """
         x, valid, _ = flatten_steps(data)
-        marginals = self.exact_e_step(params, data, weights).marginals.reshape(-1, self.num_states)
+        if posterior is None:
+            posterior = self.exact_e_step(params, data, weights)
+        marginals = posterior.marginals.reshape(-1, self.num_states)
         counts = self.emission_statistics(marginals, data, params).counts  # (K, M)
         step_weights = valid.astype(x.dtype)
         if weights is not None:

@@ -112,19 +112,24 @@ def padded_rows(X: np.ndarray, num_rows: int) -> np.ndarray:
 # --- inside the jitted fit programs ----------------------------------------------------------------
 
 
-def one_more_m_step(model, params, data, m_step=None):
+def one_more_m_step(model, params, data, m_step=None, *, degeneracy: bool = False):
     """θ_{T+1} = M(θ_T) for every restart, and ℓ(θ_T) from the same E-step.
 
     `params` has a leading restart axis R on every leaf; the result is
     (parameters, log-likelihoods (R,)), vmapped over R. `m_step` is an M-step
-    strategy (default: the model's own, `jaxem.engine.mstep.resolve_m_step`). Call it
+    strategy (default: the model's own, `jaxem.engine.mstep.resolve_m_step`). With
+    `degeneracy`, a third element: `model.degeneracy(θ_T, data)` (leaves (R, ...)) from
+    that same E-step, for a model whose `degeneracy` takes the `posterior`. Call it
     inside a jitted program.
     """
     m_step = resolve_m_step(model, m_step)
 
     def step(theta):
         posterior = model.exact_e_step(theta, data)
-        return m_step.update(model, theta, posterior, data, None), posterior.log_likelihood
+        out = (m_step.update(model, theta, posterior, data, None), posterior.log_likelihood)
+        if degeneracy:
+            out += (model.degeneracy(theta, data, posterior=posterior),)
+        return out
 
     return jax.vmap(step)(params)
 

@@ -604,9 +604,18 @@ def _fit_program(model, m_step, finish, data, rows, keys, starts, tol, em_iters:
     degeneracy; every restart's parameters after one more M-step; every restart's last
     log-likelihood log p(X | θ_T)), each with a leading restart axis R."""
     params0 = finish(model, keys, rows, starts)
+    # The face chooses the best restart itself, so `fit_restarts` need not avoid degenerate
+    # ones; their degeneracy comes from the E-step of the one more M-step (the same θ_T), and
+    # XLA drops the E-step `fit_restarts` would have run for it.
     result = fit_restarts(model, data, params0, m_step=m_step, log_prior=_no_prior, max_iter=em_iters,
-                          tol=tol, convergence="gain", strategy="exhaustive", acceleration=acceleration)
-    final, last = _base.one_more_m_step(model, result.restarts.params, data, m_step)
+                          tol=tol, convergence="gain", strategy="exhaustive", acceleration=acceleration,
+                          avoid_degenerate=False)
+    if hasattr(model, "degeneracy"):
+        final, last, degeneracy = _base.one_more_m_step(model, result.restarts.params, data, m_step,
+                                                        degeneracy=True)
+        result = result._replace(degeneracy=degeneracy)
+    else:
+        final, last = _base.one_more_m_step(model, result.restarts.params, data, m_step)
     return params0, result._replace(best=None), final, last
 
 
