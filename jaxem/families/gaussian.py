@@ -270,6 +270,12 @@ class GaussianFamily:
         elif covariances is None:
             precise = False
         else:
+            # The test's Cholesky and triangular solve start only once R is computed, i.e.
+            # after the E-step's own: jaxlib's batched LAPACK kernels (jax 0.10) wait for
+            # their share of XLA's intra-op thread pool, and two running at once can take
+            # every thread and wait for each other for ever (seen with 32 vmapped restarts
+            # on 2 cores: two triangular solves, both blocked).
+            covariances, r = jax.lax.optimization_barrier((covariances, r))
             precise = self.features_are_precise(u, covariances)
         if precise is False:
             counts, moved, second = self._moments_centred(r, x, centres)
