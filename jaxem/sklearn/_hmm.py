@@ -610,12 +610,10 @@ def _fit_program(model, m_step, finish, data, rows, keys, starts, tol, em_iters:
     result = fit_restarts(model, data, params0, m_step=m_step, log_prior=_no_prior, max_iter=em_iters,
                           tol=tol, convergence="gain", strategy="exhaustive", acceleration=acceleration,
                           avoid_degenerate=False)
-    if hasattr(model, "degeneracy"):
-        final, last, degeneracy = _base.one_more_m_step(model, result.restarts.params, data, m_step,
-                                                        degeneracy=True)
-        result = result._replace(degeneracy=degeneracy)
-    else:
-        final, last = _base.one_more_m_step(model, result.restarts.params, data, m_step)
+    final, last, *degeneracy = _base.one_more_m_step(model, result.restarts.params, data, m_step,
+                                                     degeneracy=hasattr(model, "degeneracy"))
+    if degeneracy:
+        result = result._replace(degeneracy=degeneracy[0])
     return params0, result._replace(best=None), final, last
 
 
